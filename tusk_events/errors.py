@@ -1,0 +1,85 @@
+"""One exception hierarchy for everything tusk_events raises.
+
+    TuskError
+    ├── TskSyntaxError       a .tsk text that cannot be parsed (path, line, column, caret excerpt)
+    ├── ConfigError          a well-formed config that asks for something impossible
+    ├── FujsenError          a fujsen failed: missing, raised, or crashed
+    │   ├── SandboxViolation a fujsen tried to reach past the sandbox
+    │   └── FujsenTimeout    a fujsen ran past its time budget
+    ├── BusError             the event bus cannot publish or deliver
+    └── StoreError           the event store cannot read or write
+
+Exceptions that *user code* raises for control flow are not here: they live with the
+runtime that interprets them.
+"""
+
+from __future__ import annotations
+
+
+class TuskError(Exception):
+    """Root of every error tusk_events raises on purpose."""
+
+
+class TskSyntaxError(TuskError):
+    """A .tsk text that cannot be parsed.
+
+    The message reads ``path:line:col: what`` followed by the offending line and a caret,
+    so it can be pasted into an editor's "go to" box.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int = 1,
+        column: int = 1,
+        source_line: str | None = None,
+    ) -> None:
+        self.reason = message
+        self.path = path
+        self.line = line
+        self.column = column
+        self.source_line = source_line
+        where = f"{path or '<string>'}:{line}:{column}"
+        text = f"{where}: {message}"
+        if source_line is not None:
+            shown = source_line.rstrip("\r\n").expandtabs(1)
+            text += f"\n    {shown}\n    {' ' * (max(column, 1) - 1)}^"
+        super().__init__(text)
+
+
+class ConfigError(TuskError):
+    """A config that parses but cannot be used as written (unknown scheme, bad setting...)."""
+
+
+class FujsenError(TuskError):
+    """A fujsen could not run to completion: missing, raised an exception, or crashed."""
+
+
+class SandboxViolation(FujsenError):
+    """A fujsen used a construct the sandbox forbids; the message names it and where."""
+
+
+class FujsenTimeout(FujsenError):
+    """A fujsen computed for longer than its time budget."""
+
+
+class BusError(TuskError):
+    """The event bus cannot publish or deliver (unreachable server, unknown URL scheme...)."""
+
+
+class StoreError(TuskError):
+    """The event store cannot read or write; driver errors are chained as the cause."""
+
+
+__all__ = [
+    "BusError",
+    "ConfigError",
+    "FujsenError",
+    "FujsenTimeout",
+    "SandboxViolation",
+    "StoreError",
+    "TskSyntaxError",
+    "TuskError",
+]
