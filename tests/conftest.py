@@ -1,0 +1,69 @@
+"""Shared fixtures: the real Redis and PostgreSQL of this machine.
+
+Integration tests talk to real servers. When one is missing they skip locally, but under
+``CI=true`` they fail: a green CI run must mean the integration tests ran.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_URL = os.environ.get("TUSK_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+POSTGRES_URL = os.environ.get("TUSK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(what: str, err: BaseException) -> None:
+    msg = f"{what} is not reachable ({err!r})"
+    if IN_CI:
+        pytest.fail(msg + "; under CI=true integration tests must run")
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """URL of a dedicated database index on the real Redis, flushed before and after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except Exception as err:  # noqa: BLE001 - any failure means "not reachable"
+        _unavailable(f"Redis at {REDIS_URL}", err)
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of the real PostgreSQL, with a fresh schema on the search_path, dropped afterwards."""
+    try:
+        import psycopg
+    except ImportError as err:
+        _unavailable("psycopg", err)
+    schema = "t_" + uuid.uuid4().hex[:12]
+    try:
+        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except Exception as err:  # noqa: BLE001
+        _unavailable(f"PostgreSQL at {POSTGRES_URL}", err)
+    conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+
+
+@pytest.fixture
+def memory_url() -> str:
+    """A memory:// bus name private to one test."""
+    return "memory://" + uuid.uuid4().hex[:10]
