@@ -1,12 +1,302 @@
-"""The TSK object: a parsed .tsk document whose fujsen can be executed."""
+"""The TSK object: a parsed .tsk document whose fujsen can be executed.
+
+Every fujsen is checked and compiled when the document is loaded, so a config that breaks
+the sandbox policy is refused before anything runs.
+
+Fujsen globals, from weakest to strongest:
+
+1. runtime defaults: ``event_bus`` (the env's ``EVENT_BUS``, else ``memory://``) and
+   ``event_store`` (the env's ``EVENT_STORE``, else ``sqlite:///events.db``);
+2. top-level keys of the document (``$globals`` included);
+3. keys of *other* sections, where only one section defines the key (or all agree) — the
+   docs' ``[dead_letter_queue]`` fujsen uses ``event_bus`` from ``[event_system]``;
+4. the section's own keys;
+5. the injected helpers (``redis json time math datetime uuid hashlib query execute``),
+   which a config key cannot shadow.
+"""
 
 from __future__ import annotations
 
+import linecache
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+from tusk_events.defaults import (
+    BUS_ENV_VAR,
+    DEFAULT_BUS_URL,
+    DEFAULT_STORE_URL,
+    FUJSEN_TIMEOUT_S,
+    STORE_ENV_VAR,
+)
+from tusk_events.errors import ConfigError, FujsenError
+from tusk_events.executor import FujsenRunner
+from tusk_events.guards import safe_builtins
+from tusk_events.helpers import helper_globals
+from tusk_events.sandbox import CompiledFujsen, compile_fujsen
+
+_CODE = re.compile(r"\s*(?:#[^\n]*\n\s*)*def\s+\w+\s*\(")
+_BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
+_string_counter = 0
+
+
+def _is_fujsen_key(key: str, value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    return key == "fujsen" or key.endswith("_fujsen") or bool(_CODE.match(value))
+
+
+def _entry_name(key: str) -> str:
+    return key[: -len("_fujsen")] if key.endswith("_fujsen") else key
 
 
 class TSK:
-    """Placeholder until the executor lands."""
+    """A loaded .tsk config.
 
-    def __init__(self, data: dict[str, Any]) -> None:
+        >>> cfg = TSK.from_file("configs/event_system.tsk", env={"EVENT_BUS": "memory://"})
+        >>> event = cfg.execute_fujsen("event_system", "publish_event", "user_registered", {"user_id": 123})
+        >>> event["type"]
+        'user_registered'
+    """
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        *,
+        value_lines: Mapping[tuple[str, ...], int] | None = None,
+        path: str | None = None,
+        env: Mapping[str, str] | None = None,
+        fujsen_timeout: float | None = None,
+        text: str | None = None,
+    ) -> None:
         self.data = data
+        self.path = path
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self.fujsen_timeout = FUJSEN_TIMEOUT_S if fujsen_timeout is None else float(fujsen_timeout)
+        self._lines = dict(value_lines or {})
+        self._filename = path or self._register_source(text)
+        self._compiled: dict[tuple[str, str], CompiledFujsen] = {}
+        self._runners: dict[tuple[str, str], FujsenRunner] = {}
+        self._globals: dict[str, dict[str, Any]] = {}
+        self._helpers = helper_globals(bus_urls=self._bus_urls(), store_url=self.store_url)
+        self._compile_all()
+
+    # -- loading ------------------------------------------------------------------------
+
+    @classmethod
+    def from_string(
+        cls,
+        text: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        path: str | None = None,
+        fujsen_timeout: float | None = None,
+    ) -> TSK:
+        """Parse ``text``; ``env`` is what ``@env`` reads (default ``os.environ``)."""
+        from tusk_events.parser import load
+
+        parsed = load(text, env=env, path=path)
+        return cls(
+            parsed.data, value_lines=parsed.value_lines, path=path, env=env,
+            fujsen_timeout=fujsen_timeout, text=text,
+        )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        fujsen_timeout: float | None = None,
+    ) -> TSK:
+        """Read and parse a .tsk file; errors carry its path."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read {p}: {err.strerror or err}") from err
+        return cls.from_string(text, env=env, path=str(path), fujsen_timeout=fujsen_timeout)
+
+    @staticmethod
+    def _register_source(text: str | None) -> str:
+        """Give a config loaded from a string a name tracebacks can show lines from."""
+        global _string_counter
+        _string_counter += 1
+        name = f"<tsk-string-{_string_counter}>"
+        if text is not None:
+            lines = text.splitlines(keepends=True)
+            linecache.cache[name] = (len(text), None, lines, name)
+        return name
+
+    # -- plain values -------------------------------------------------------------------
+
+    def get_section(self, name: str) -> dict[str, Any] | None:
+        """The section ``name`` (dotted names reach nested sections), or None."""
+        node: Any = self.data
+        for part in name.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node if isinstance(node, dict) else None
+
+    def get_value(self, section: str, key: str, default: Any = None) -> Any:
+        sect = self.get_section(section)
+        return default if sect is None else sect.get(key, default)
+
+    def to_string(self) -> str:
+        """A .tsk document that parses back to the same ``data`` (fujsen included)."""
+        from tusk_events.parser import dumps
+
+        return dumps(self.data)
+
+    @property
+    def bus_url(self) -> str:
+        """The bus this config uses: ``event_bus`` of its sections, else ``EVENT_BUS``, else memory://."""
+        for sect in self._sections().values():
+            url = sect.get("event_bus")
+            if isinstance(url, str) and url:
+                return url
+        return self.env.get(BUS_ENV_VAR) or DEFAULT_BUS_URL
+
+    @property
+    def store_url(self) -> str:
+        """The event store: ``event_store`` of its sections, else ``EVENT_STORE``, else SQLite."""
+        for sect in self._sections().values():
+            url = sect.get("event_store")
+            if isinstance(url, str) and url:
+                return url
+        return self.env.get(STORE_ENV_VAR) or DEFAULT_STORE_URL
+
+    def _sections(self) -> dict[str, dict[str, Any]]:
+        """Every section (nested ones by dotted name), the document's top level as ''."""
+        out: dict[str, dict[str, Any]] = {}
+
+        def walk(prefix: str, node: dict[str, Any]) -> None:
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    name = f"{prefix}.{key}" if prefix else key
+                    out[name] = value
+                    walk(name, value)
+
+        walk("", self.data)
+        return out
+
+    def _bus_urls(self) -> set[str]:
+        urls = {DEFAULT_BUS_URL}
+        env_url = self.env.get(BUS_ENV_VAR)
+        if env_url:
+            urls.add(env_url)
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+            elif isinstance(node, str) and node.startswith(_BUS_SCHEMES) and "\n" not in node:
+                urls.add(node)
+
+        walk(self.data)
+        return urls
+
+    # -- fujsen ------------------------------------------------------------------------
+
+    def _compile_all(self) -> None:
+        for section, values in self._sections().items():
+            for key, value in values.items():
+                if _is_fujsen_key(key, value):
+                    path = tuple(section.split(".")) + (key,)
+                    first = self._lines.get(path, 1)
+                    self._compiled[(section, key)] = compile_fujsen(
+                        value, name=key, filename=self._filename, first_line=first
+                    )
+
+    def fujsen_names(self, section: str) -> list[str]:
+        """The names ``execute_fujsen`` accepts for ``section``."""
+        names: list[str] = []
+        for (sect, key), compiled in self._compiled.items():
+            if sect != section:
+                continue
+            if key == "fujsen":
+                names.extend(compiled.functions)
+            else:
+                names.append(_entry_name(key))
+        return names
+
+    def fujsen(self, section: str, name: str) -> Callable[..., Any]:
+        """The callable for ``section``'s fujsen ``name`` (resolved and bound once; for hot paths)."""
+        runner = self._runners.get((section, name))
+        if runner is None:
+            runner = self._runners[(section, name)] = self._resolve(section, name)
+        return runner
+
+    def execute_fujsen(self, section: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``section``'s fujsen ``name`` with ``args``; errors are :class:`FujsenError`."""
+        return self.fujsen(section, name)(*args, **kwargs)
+
+    def _resolve(self, section: str, name: str) -> FujsenRunner:
+        if self.get_section(section) is None:
+            known = ", ".join(sorted(self._sections())) or "none"
+            raise FujsenError(f"no section [{section}] in {self._filename} (sections: {known})")
+        for key in (name, f"{name}_fujsen"):
+            compiled = self._compiled.get((section, key))
+            if compiled is not None:
+                entry = _pick_entry(compiled, name)
+                if entry is not None:
+                    return self._runner(section, compiled, entry)
+                raise FujsenError(
+                    f"{self._filename}:{compiled.first_line}: fujsen '{key}' defines "
+                    f"{', '.join(compiled.functions) or 'no function'}, none named '{name}'"
+                )
+        compiled = self._compiled.get((section, "fujsen"))
+        if compiled is not None and name in compiled.functions:
+            return self._runner(section, compiled, name)
+        available = ", ".join(self.fujsen_names(section)) or "none"
+        raise FujsenError(f"no fujsen '{name}' in [{section}] (available: {available})")
+
+    def _runner(self, section: str, compiled: CompiledFujsen, entry: str) -> FujsenRunner:
+        sect = self.get_section(section) or {}
+        timeout = sect.get("fujsen_timeout", self.fujsen_timeout)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise FujsenError(f"[{section}] fujsen_timeout must be a positive number of seconds")
+        return FujsenRunner(compiled, entry, section, self._section_globals(section), float(timeout))
+
+    def _section_globals(self, section: str) -> dict[str, Any]:
+        g = self._globals.get(section)
+        if g is not None:
+            return g
+        g = {"event_bus": self.bus_url, "event_store": self.store_url}
+        g.update({k: v for k, v in self.data.items() if not isinstance(v, dict)})
+        seen: dict[str, list[Any]] = {}
+        for name, values in self._sections().items():
+            if name == section:
+                continue
+            for k, v in values.items():
+                if not isinstance(v, dict):
+                    seen.setdefault(k, []).append(v)
+        for k, vs in seen.items():
+            if all(v == vs[0] for v in vs):
+                g[k] = vs[0]
+        own = self.get_section(section) or {}
+        g.update(own)
+        g.update(self._helpers)
+        g["__builtins__"] = _BUILTINS
+        g["__name__"] = f"fujsen:{section}"
+        self._globals[section] = g
+        return g
+
+
+def _pick_entry(compiled: CompiledFujsen, name: str) -> str | None:
+    if name in compiled.functions:
+        return name
+    if len(compiled.functions) == 1:
+        return compiled.functions[0]
+    return None
+
+
+_BUILTINS = safe_builtins()
+
+__all__ = ["TSK"]

@@ -1,0 +1,262 @@
+"""Time and memory budgets for fujsen running in the caller's thread.
+
+A fujsen runs in the thread that called it, so nothing is copied and a call costs almost
+nothing. One watchdog thread looks at the running calls every ``WATCHDOG_TICK_S``; a call
+past its deadline (or whose call made the process's memory grow past
+``FUJSEN_MEMORY_LIMIT``) gets an :class:`Interrupt` raised asynchronously in its thread,
+and again every ``FUJSEN_TIMEOUT_GRACE_S`` until it stops. The interrupt derives from
+``BaseException`` and the policy turns bare ``except:`` into ``except Exception:``, so
+the fujsen cannot swallow it, and the outcome is recorded in the thread's
+:class:`CallState`: the caller gets ``FujsenTimeout`` even if the fujsen found some other
+way to return.
+
+Time blocked in helpers (waiting for Redis messages or SQL) does not count: helpers run
+inside :func:`blocking`, which pauses the clock and never lets an interrupt land in host
+code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tusk_events.defaults import (
+    FUJSEN_MEMORY_LIMIT,
+    FUJSEN_TIMEOUT_GRACE_S,
+    SANDBOX_MAX_PRINT,
+    WATCHDOG_TICK_S,
+)
+
+log = logging.getLogger("tusk_events.fujsen")
+
+T = TypeVar("T")
+
+# Two prototypes of one C function: raise an exception class in a thread, or clear it.
+_set_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
+    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
+)
+_clear_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
+)
+
+
+class Interrupt(BaseException):
+    """Raised asynchronously in a fujsen that ran out of budget. Never reaches the caller."""
+
+
+def _clear_pending(thread_id: int) -> None:
+    _clear_async_exc(thread_id, None)
+
+
+class CallState:
+    """The budget of the fujsen call running in one thread (one object per thread, reused)."""
+
+    __slots__ = (
+        "thread_id", "lock", "active", "deadline", "paused", "fired", "timed_out",
+        "memory_exceeded", "violation", "rss0", "printed", "depth",
+    )
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+        self.lock = threading.Lock()
+        self.active = False
+        self.deadline = 0.0
+        self.paused = 0
+        self.fired = False
+        self.timed_out = False
+        self.memory_exceeded = False
+        self.violation: str | None = None
+        self.rss0: int | None = None
+        self.printed = 0
+        self.depth = 0
+
+    def begin(self, budget_s: float) -> tuple[Any, ...] | None:
+        """Start a call; returns what a nested call must restore, or None for an outer one."""
+        saved = None
+        if self.active:
+            saved = (self.deadline, self.timed_out, self.memory_exceeded, self.violation, self.fired)
+            deadline = min(self.deadline, time.monotonic() + budget_s)
+        else:
+            deadline = time.monotonic() + budget_s
+            self.rss0 = None
+            self.printed = 0
+        self.deadline = deadline
+        self.timed_out = self.memory_exceeded = self.fired = False
+        self.violation = None
+        self.paused = 0
+        self.depth += 1
+        self.active = True
+        if not _watchdog_running:
+            _ensure_watchdog()
+        return saved
+
+    def end(self, saved: tuple[Any, ...] | None) -> tuple[bool, bool, str | None]:
+        """Finish a call; returns (timed_out, memory_exceeded, violation) for the caller."""
+        with self.lock:
+            outcome = (self.timed_out, self.memory_exceeded, self.violation)
+            if self.fired:
+                _clear_pending(self.thread_id)
+            self.depth -= 1
+            if saved is None:
+                self.active = False
+                self.fired = False
+            else:
+                # nested call: the outer call goes on, and inherits what went wrong inside
+                deadline, timed_out, mem, violation, fired = saved
+                self.deadline = deadline
+                self.timed_out = timed_out or outcome[0]
+                self.memory_exceeded = mem or outcome[1]
+                self.violation = violation or outcome[2]
+                self.fired = fired
+        return outcome
+
+
+_local = threading.local()
+_states: dict[int, CallState] = {}
+_states_lock = threading.Lock()
+
+
+def state() -> CallState:
+    """This thread's call state."""
+    try:
+        return _local.state  # type: ignore[no-any-return]
+    except AttributeError:
+        st = CallState(threading.get_ident())
+        _local.state = st
+        with _states_lock:
+            _states[st.thread_id] = st
+        return st
+
+
+def record_violation(message: str) -> None:
+    """Remember a run-time violation so it is reported even if the fujsen swallows it."""
+    st = state()
+    if st.violation is None:
+        st.violation = message
+
+
+def record_print(text: str) -> None:
+    st = state()
+    if st.printed < SANDBOX_MAX_PRINT:
+        log.info("fujsen print: %s", text.rstrip("\n")[: SANDBOX_MAX_PRINT - st.printed])
+    st.printed += len(text)
+
+
+def remaining() -> float:
+    """Seconds left in the current call's budget (inf outside a fujsen)."""
+    st = state()
+    if not st.active:
+        return float("inf")
+    return st.deadline - time.monotonic()
+
+
+def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run host code from a fujsen: the clock is paused and no interrupt lands inside it."""
+    st = state()
+    if not st.active:
+        return fn(*args, **kwargs)
+    with st.lock:
+        if st.fired:
+            # the budget ran out just before: stop here, at a safe point
+            _clear_pending(st.thread_id)
+            raise Interrupt()
+        st.paused += 1
+    t0 = time.monotonic()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        with st.lock:
+            st.paused -= 1
+            st.deadline += time.monotonic() - t0
+
+
+# --- the watchdog -------------------------------------------------------------------------
+
+_watchdog: threading.Thread | None = None
+_watchdog_running = False
+_watchdog_lock = threading.Lock()
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _ensure_watchdog() -> None:
+    global _watchdog, _watchdog_running
+    with _watchdog_lock:
+        if _watchdog is None or not _watchdog.is_alive():
+            _watchdog = threading.Thread(target=_watch, name="tusk-fujsen-watchdog", daemon=True)
+            _watchdog.start()
+        _watchdog_running = True
+
+
+def _after_fork() -> None:
+    # threads do not survive fork(): the child starts its own watchdog on first use
+    global _watchdog, _watchdog_running, _watchdog_lock, _states_lock
+    _watchdog, _watchdog_running = None, False
+    _watchdog_lock = threading.Lock()
+    _states_lock = threading.Lock()
+    _states.clear()
+    try:
+        del _local.state
+    except AttributeError:
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def _fire(st: CallState) -> None:
+    """Send the interrupt (caller holds st.lock)."""
+    st.fired = True
+    st.deadline = time.monotonic() + FUJSEN_TIMEOUT_GRACE_S
+    _set_async_exc(st.thread_id, Interrupt)
+
+
+def _watch() -> None:
+    ticks = 0
+    while True:
+        time.sleep(WATCHDOG_TICK_S)
+        ticks += 1
+        running = [st for st in list(_states.values()) if st.active]
+        if not running:
+            if ticks % 500 == 0:
+                _prune()
+            continue
+        rss = _rss() if ticks % 2 == 0 else None
+        now = time.monotonic()
+        for st in running:
+            with st.lock:
+                if not st.active or st.paused:
+                    continue
+                if rss is not None:
+                    if st.rss0 is None:
+                        st.rss0 = rss
+                    elif rss - st.rss0 > FUJSEN_MEMORY_LIMIT:
+                        st.memory_exceeded = True
+                        _fire(st)
+                        continue
+                if now >= st.deadline:
+                    st.timed_out = True
+                    _fire(st)
+
+
+def _prune() -> None:
+    alive = {t.ident for t in threading.enumerate()}
+    with _states_lock:
+        for tid in [tid for tid, st in _states.items() if tid not in alive and not st.active]:
+            del _states[tid]
+
+
+__all__ = ["CallState", "Interrupt", "blocking", "record_violation", "remaining", "state"]
