@@ -234,7 +234,7 @@ def _watch() -> None:
             if ticks % 500 == 0:
                 _prune()
             continue
-        rss = _rss() if ticks % 2 == 0 else None
+        rss = _rss()
         now = time.monotonic()
         for st in running:
             with st.lock:

@@ -154,7 +154,7 @@ class TSK:
     @property
     def bus_url(self) -> str:
         """The bus this config uses: ``event_bus`` of its sections, else ``EVENT_BUS``, else memory://."""
-        for sect in self._sections().values():
+        for sect in self.sections().values():
             url = sect.get("event_bus")
             if isinstance(url, str) and url:
                 return url
@@ -163,13 +163,13 @@ class TSK:
     @property
     def store_url(self) -> str:
         """The event store: ``event_store`` of its sections, else ``EVENT_STORE``, else SQLite."""
-        for sect in self._sections().values():
+        for sect in self.sections().values():
             url = sect.get("event_store")
             if isinstance(url, str) and url:
                 return url
         return self.env.get(STORE_ENV_VAR) or DEFAULT_STORE_URL
 
-    def _sections(self) -> dict[str, dict[str, Any]]:
+    def sections(self) -> dict[str, dict[str, Any]]:
         """Every section (nested ones by dotted name), the document's top level as ''."""
         out: dict[str, dict[str, Any]] = {}
 
@@ -205,7 +205,7 @@ class TSK:
     # -- fujsen ------------------------------------------------------------------------
 
     def _compile_all(self) -> None:
-        for section, values in self._sections().items():
+        for section, values in self.sections().items():
             for key, value in values.items():
                 if _is_fujsen_key(key, value):
                     path = tuple(section.split(".")) + (key,)
@@ -239,7 +239,7 @@ class TSK:
 
     def _resolve(self, section: str, name: str) -> FujsenRunner:
         if self.get_section(section) is None:
-            known = ", ".join(sorted(self._sections())) or "none"
+            known = ", ".join(sorted(self.sections())) or "none"
             raise FujsenError(f"no section [{section}] in {self._filename} (sections: {known})")
         for key in (name, f"{name}_fujsen"):
             compiled = self._compiled.get((section, key))
@@ -271,7 +271,7 @@ class TSK:
         g = {"event_bus": self.bus_url, "event_store": self.store_url}
         g.update({k: v for k, v in self.data.items() if not isinstance(v, dict)})
         seen: dict[str, list[Any]] = {}
-        for name, values in self._sections().items():
+        for name, values in self.sections().items():
             if name == section:
                 continue
             for k, v in values.items():

@@ -27,7 +27,7 @@ FUJSEN_TIMEOUT_GRACE_S = 0.05
 WATCHDOG_TICK_S = 0.01
 """How often the budget watchdog looks at running fujsen (bounds how late a timeout lands)."""
 
-FUJSEN_MEMORY_LIMIT = 1 << 30
+FUJSEN_MEMORY_LIMIT = 512 << 20
 """Growth of the process's resident memory during one fujsen call that ends it (bytes)."""
 
 SANDBOX_MAX_ITEMS = 10_000_000

@@ -245,6 +245,23 @@ def _range(*args: int) -> range:
     return r
 
 
+def _iter(obj: Any, *sentinel: Any) -> Any:
+    """``iter(callable, sentinel)`` as a Python loop: in C it could spin forever, uninterruptibly."""
+    if not sentinel:
+        return builtins.iter(obj)
+    if len(sentinel) > 1:
+        raise TypeError(f"iter expected at most 2 arguments, got {1 + len(sentinel)}")
+    return _call_until(obj, sentinel[0])
+
+
+def _call_until(fn: Callable[[], Any], sentinel: Any) -> Any:
+    while True:
+        value = fn()
+        if value == sentinel:
+            return
+        yield value
+
+
 def _bytes_like(factory: type) -> Callable[..., Any]:
     def make(*args: Any, **kwargs: Any) -> Any:
         if args and type(args[0]) is int and args[0] > SANDBOX_MAX_STR:
@@ -303,6 +320,7 @@ def safe_builtins() -> dict[str, Any]:
     table: dict[str, Any] = {n: builtins.__dict__[n] for n in _SAFE_NAMES}
     table.update(
         range=_range,
+        iter=_iter,
         bytes=_bytes_like(bytes),
         bytearray=_bytes_like(bytearray),
         pow=_pow_builtin,
