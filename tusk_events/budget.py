@@ -76,46 +76,56 @@ class CallState:
         self.depth = 0
 
     def begin(self, budget_s: float) -> tuple[Any, ...] | None:
-        """Start a call; returns what a nested call must restore, or None for an outer one."""
-        saved = None
+        """Start a call; returns what a nested call must restore, or None for an outer one.
+
+        The outcome flags are clean here: ``end`` resets whatever a call set.
+        """
         if self.active:
-            saved = (self.deadline, self.timed_out, self.memory_exceeded, self.violation, self.fired)
-            deadline = min(self.deadline, time.monotonic() + budget_s)
-        else:
-            deadline = time.monotonic() + budget_s
-            self.rss0 = None
-            self.printed = 0
-        self.deadline = deadline
-        self.timed_out = self.memory_exceeded = self.fired = False
-        self.violation = None
-        self.paused = 0
+            # a fujsen called from host code that a fujsen called (e.g. a sync handler run by
+            # publish()): its own budget runs, even though the outer call is paused
+            saved = (self.deadline, self.timed_out, self.memory_exceeded, self.violation, self.fired, self.paused)
+            self.deadline = time.monotonic() + budget_s
+            with self.lock:
+                self.timed_out = self.memory_exceeded = self.fired = False
+                self.violation = None
+                self.paused = 0
+            self.depth += 1
+            return saved
+        self.deadline = time.monotonic() + budget_s
         self.depth += 1
         self.active = True
         if not _watchdog_running:
             _ensure_watchdog()
-        return saved
+        return None
 
     def end(self, saved: tuple[Any, ...] | None) -> tuple[bool, bool, str | None]:
         """Finish a call; returns (timed_out, memory_exceeded, violation) for the caller."""
         with self.lock:
-            outcome = (self.timed_out, self.memory_exceeded, self.violation)
-            if self.fired:
-                _clear_pending(self.thread_id)
             self.depth -= 1
             if saved is None:
                 self.active = False
-                self.fired = False
-            else:
-                # nested call: the outer call goes on, and inherits what went wrong inside
-                deadline, timed_out, mem, violation, fired = saved
-                self.deadline = deadline
-                self.timed_out = timed_out or outcome[0]
-                self.memory_exceeded = mem or outcome[1]
-                self.violation = violation or outcome[2]
-                self.fired = fired
-        return outcome
+                self.rss0 = None
+                self.printed = 0
+                if not (self.timed_out or self.memory_exceeded or self.violation or self.fired):
+                    return _CLEAN
+                outcome = (self.timed_out, self.memory_exceeded, self.violation)
+                if self.fired:
+                    _clear_pending(self.thread_id)
+                self.timed_out = self.memory_exceeded = self.fired = False
+                self.violation = None
+                self.paused = 0
+                return outcome
+            # nested call: its outcome goes to the host code that called it; the outer
+            # call resumes with its own state
+            outcome = (self.timed_out, self.memory_exceeded, self.violation)
+            if self.fired:
+                _clear_pending(self.thread_id)
+            (self.deadline, self.timed_out, self.memory_exceeded, self.violation, self.fired,
+             self.paused) = saved
+            return outcome
 
 
+_CLEAN: tuple[bool, bool, str | None] = (False, False, None)
 _local = threading.local()
 _states: dict[int, CallState] = {}
 _states_lock = threading.Lock()

@@ -51,10 +51,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check_services(cfg: Any) -> list[str]:
-    try:
-        from tusk_events.services import check_services
-    except ImportError:
-        return []
+    from tusk_events.services import check_services
+
     return check_services(cfg)
 
 
@@ -110,18 +108,194 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="JSON_ARG")
     p.set_defaults(func=cmd_exec)
 
-    _add_more(sub)
+    p = sub.add_parser("run", help="run the services of one or more configs")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--until-idle", action="store_true",
+                   help="run the startup fujsen, handle until every queue is drained, print a summary, exit")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="worker processes sharing the consumer groups (needs a redis:// bus)")
+    p.add_argument("--no-startup", action="store_true", help="do not run the startup fujsen")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dlq", help="inspect and redrive dead-lettered events")
+    p.add_argument("action", choices=["list", "show", "redrive", "purge"])
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--service", help="only this service")
+    p.add_argument("--id", action="append", dest="ids", metavar="ID", help="only this entry (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser("replay", help="stream stored events, or publish them again")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--type", help="only events of this type")
+    p.add_argument("--since", metavar="ISO", help="only events after this time (UTC)")
+    p.add_argument("--to-bus", action="store_true", help="publish them to the bus instead of printing")
+    p.add_argument("--json", action="store_true", help="one JSON envelope per line")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("store", help="event store information")
+    p.add_argument("action", choices=["stats"])
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_store)
     return parser
 
 
-def _add_more(sub: Any) -> None:
-    """Subcommands of the runtime, store and dead-letter queue, registered where present."""
-    for module in ("tusk_events.runtime_cli",):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError:
-            continue
-        mod.register(sub)
+# --- the runtime ----------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from tusk_events.runtime import Runtime
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.processes > 1:
+        return _run_processes(args)
+    runtime = Runtime.from_files(args.files)
+    with runtime:
+        if args.until_idle:
+            summary = runtime.run_until_idle(startup=not args.no_startup)
+        else:
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            summary = runtime.run(stop, startup=not args.no_startup)
+    if args.json:
+        print(json.dumps(summary.to_dict()))
+    else:
+        print(summary.render())
+    return 0
+
+
+def _run_processes(args: argparse.Namespace) -> int:
+    """A supervisor: the startup fujsen once here, then N workers sharing the consumer groups."""
+    import signal
+    import subprocess
+
+    from tusk_events.config import TSK
+    from tusk_events.errors import ConfigError
+
+    first = TSK.from_file(args.files[0])
+    if first.bus_url.startswith("memory://"):
+        raise ConfigError("--processes needs a bus shared between processes (redis://...); "
+                          f"this config uses {first.bus_url}")
+    if not args.no_startup:
+        from tusk_events.runtime import Runtime
+
+        with Runtime.from_files(args.files) as rt:
+            rt.run_startup()
+    cmd = [sys.executable, "-m", "tusk_events", "run", *args.files, "--no-startup", "--log-level", args.log_level]
+    if args.until_idle:
+        cmd.append("--until-idle")
+    if args.json:
+        cmd.append("--json")
+    workers = [subprocess.Popen(cmd) for _ in range(args.processes)]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for w in workers:
+            w.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    codes = [w.wait() for w in workers]
+    return max(codes)
+
+
+def _runtime_for(path: str) -> Any:
+    from tusk_events.runtime import Runtime
+
+    return Runtime.from_files([path])
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    runtime = _runtime_for(args.file)
+    with runtime:
+        if runtime.bus_url.startswith("memory://"):
+            print(f"note: {runtime.bus_url} lives inside one process; dead letters of a finished run "
+                  "are gone (use a redis:// bus to keep them)", file=sys.stderr)
+        if args.action == "redrive":
+            services = [args.service] if args.service else runtime.dlq.services()
+            total = sum(runtime.redrive(s, args.ids) for s in services)
+            print(f"redriven {total}")
+            return 0
+        if args.action == "purge":
+            removed = runtime.dlq.purge(args.service, args.ids)
+            print(f"purged {removed}")
+            return 0
+        letters = runtime.dlq.list(args.service)
+        if args.ids:
+            letters = [d for d in letters if d.id in set(args.ids)]
+        if args.action == "show" or args.json:
+            for d in letters:
+                print(json.dumps(d.to_dict(), indent=None if args.json else 2, ensure_ascii=False))
+            return 0
+        for d in letters:
+            print(f"{d.id}  {d.service}  {d.event.type}  attempts={d.attempts}  {d.reason}")
+        print(f"{len(letters)} dead-lettered")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tusk_events.config import TSK
+    from tusk_events.helpers import shared_store
+
+    cfg = TSK.from_file(args.file)
+    store = shared_store(cfg.store_url)
+    bus = None
+    if args.to_bus:
+        from tusk_events.bus import connect
+
+        bus = connect(cfg.bus_url)
+    n = 0
+    progress = _progress(store.count(type=args.type, since=args.since)) if args.to_bus else None
+    for stored in store.replay(type=args.type, since=args.since):
+        if bus is not None:
+            bus.publish_event(stored.to_event())
+            if progress:
+                progress(n + 1)
+        elif args.json:
+            print(json.dumps(stored.to_dict(), ensure_ascii=False, default=_json_default))
+        else:
+            print(f"{stored.to_dict().get('timestamp')}  {stored.to_event().type}  "
+                  f"{json.dumps(stored.to_event().payload, ensure_ascii=False, default=_json_default)}")
+        n += 1
+    if bus is not None:
+        bus.close()
+        print(f"\rreplayed {n} events to {cfg.bus_url}", file=sys.stderr)
+    return 0
+
+
+def _progress(total: int) -> Any:
+    """A one-line progress counter on a terminal; nothing when output is redirected."""
+    if not sys.stderr.isatty() or total == 0:
+        return None
+
+    def show(done: int) -> None:
+        if done == total or done % 500 == 0:
+            width = 30
+            filled = int(width * done / total)
+            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr)
+
+    return show
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from tusk_events.config import TSK
+    from tusk_events.helpers import shared_store
+
+    cfg = TSK.from_file(args.file)
+    stats = shared_store(cfg.store_url).stats()
+    if args.json:
+        print(json.dumps(stats, default=_json_default))
+    else:
+        for key, value in stats.items():
+            print(f"{key}: {value}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,7 +80,10 @@ class TSK:
         self._compiled: dict[tuple[str, str], CompiledFujsen] = {}
         self._runners: dict[tuple[str, str], FujsenRunner] = {}
         self._globals: dict[str, dict[str, Any]] = {}
-        self._helpers = helper_globals(bus_urls=self._bus_urls(), store_url=self.store_url)
+        self._helpers = helper_globals(
+            bus_urls=self._bus_urls(), store_url=self.store_url, extra={"publish": self._publish}
+        )
+        self._bus: Any = None
         self._compile_all()
 
     # -- loading ------------------------------------------------------------------------
@@ -202,6 +205,41 @@ class TSK:
         walk(self.data)
         return urls
 
+    # -- helpers -----------------------------------------------------------------------
+
+    def bind_helpers(self, **functions: Callable[..., Any]) -> None:
+        """Replace or add helpers (the runtime binds its own ``publish``); rebinds every fujsen."""
+        self._helpers.update(functions)
+        self._globals.clear()
+        self._runners.clear()
+
+    def _publish(self, type: str, payload: Any = None, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``publish(type, payload)`` for fujsen outside a runtime: straight onto the config's bus."""
+        from tusk_events import budget
+
+        def send() -> dict[str, Any]:
+            if self._bus is None:
+                from tusk_events.bus import connect
+
+                channel = self.get_value_anywhere("event_channel")
+                self._bus = connect(self.bus_url, **({"channel": channel} if isinstance(channel, str) else {}))
+            return self._bus.publish(type, payload, metadata=dict(metadata or {})).to_dict()
+
+        if not isinstance(type, str) or not type:
+            from tusk_events.guards import violate
+
+            violate("publish(): the event type must be a non-empty string")
+        return budget.blocking(send)
+
+    def get_value_anywhere(self, key: str) -> Any:
+        """``key`` from the first section (or the top level) that defines it."""
+        if key in self.data and not isinstance(self.data[key], dict):
+            return self.data[key]
+        for values in self.sections().values():
+            if key in values:
+                return values[key]
+        return None
+
     # -- fujsen ------------------------------------------------------------------------
 
     def _compile_all(self) -> None:
@@ -259,7 +297,10 @@ class TSK:
 
     def _runner(self, section: str, compiled: CompiledFujsen, entry: str) -> FujsenRunner:
         sect = self.get_section(section) or {}
-        timeout = sect.get("fujsen_timeout", self.fujsen_timeout)
+        # a service's `timeout` is the budget of its handler calls
+        timeout = sect.get("fujsen_timeout", sect.get("timeout") if "subscribe" in sect else None)
+        if timeout is None:
+            timeout = self.fujsen_timeout
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             raise FujsenError(f"[{section}] fujsen_timeout must be a positive number of seconds")
         return FujsenRunner(compiled, entry, section, self._section_globals(section), float(timeout))

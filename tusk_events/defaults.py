@@ -47,3 +47,23 @@ SANDBOX_MAX_PRINT = 64 * 1024
 
 MAX_CLIENTS_PER_TSK = 16
 """Distinct bus URLs one TSK's fujsen may open (each must be named by the config or env)."""
+
+# --- services and the runtime ----------------------------------------------------------
+
+SERVICE_RETRIES = 3
+"""Further attempts after a handler fails, before the event goes to the dead-letter queue."""
+
+SERVICE_BACKOFF_S = 0.05
+"""Delay before the first retry; each further retry doubles it (full jitter), up to the cap."""
+
+SERVICE_BACKOFF_MAX_S = 2.0
+"""Cap of one retry delay."""
+
+SERVICE_CONCURRENCY = 1
+"""Consumers (threads) per service in each worker process."""
+
+DEDUP_TTL_S = 7 * 24 * 3600
+"""How long a service remembers that it handled an event id (idempotency window)."""
+
+DLQ_CHANNEL = "tusk_dlq"
+"""Pub/sub channel announcing dead-lettered events when the config names no ``dlq_channel``."""

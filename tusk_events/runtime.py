@@ -1,0 +1,478 @@
+"""The runtime: a config's services, subscribed and handling events, with retries, dedup and DLQ.
+
+For every service section (see :mod:`tusk_events.services`) the runtime subscribes its
+handler fujsen to the service's event types and, for each event:
+
+1. skips it when the service already handled this event id (idempotency, below);
+2. calls the handler with the event as a dict, inside the event's causal context;
+3. on a :class:`FujsenError` retries up to ``retries`` times, waiting ``backoff * 2**n``
+   (full jitter, capped by ``backoff_max``);
+4. when every attempt failed, writes the event to the service's dead-letter queue with the
+   reason, the traceback (its ``.tsk`` line) and the attempt count, and announces it on the
+   ``dlq_channel``. Nothing that fails is dropped.
+
+Every event published through the runtime (``publish(...)`` in a fujsen, :meth:`Runtime.publish`
+in host code) is appended to the event store, then published on the bus, and handled
+inline by the ``sync`` services subscribed to its type.
+
+Idempotency, exactly: after a handler returns, the runtime records ``tusk:dedup:<group>:
+<event id>`` on the bus's Redis in one MULTI with the stream acknowledgement (durable
+mode); a redelivered event whose record exists is acknowledged without running the
+handler. A worker that dies *after* the handler's effects and *before* that MULTI leaves
+the event pending: it is handled again. Effects made through ``publish`` stay exactly-once
+even then: events published while handling event E in service S get ids derived from
+(E, S, n), so the second run publishes the same ids, which the store and every consumer
+deduplicate. Effects made through ``execute`` or ``redis`` in that window are at least once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tusk_events import signals
+from tusk_events.bus import Bus, Delivery, connect, redis_client
+from tusk_events.config import TSK
+from tusk_events.defaults import DEDUP_TTL_S, DLQ_CHANNEL
+from tusk_events.dlq import DeadLetterQueue
+from tusk_events.errors import ConfigError, FujsenError
+from tusk_events.events import Event, handling, new_event
+from tusk_events.helpers import shared_store
+from tusk_events.services import ServiceSpec, services
+
+log = logging.getLogger(__name__)
+
+DEDUP_PREFIX = "tusk:dedup:"
+"""Key prefix of the per-service records of handled event ids."""
+
+_ID_NAMESPACE = uuid.UUID("6f1c2a4e-8b0d-4c55-9a3e-1d2b7e0f9c31")
+
+
+@dataclass
+class _PublishContext:
+    """The event a handler is working on, so what it publishes gets derived ids."""
+
+    service: str
+    event: Event
+    published: int = 0
+
+    def next_id(self) -> str:
+        self.published += 1
+        return str(uuid.uuid5(_ID_NAMESPACE, f"{self.event.id}/{self.service}/{self.published}"))
+
+
+_context: contextvars.ContextVar[_PublishContext | None] = contextvars.ContextVar(
+    "tusk_publish_context", default=None
+)
+
+
+@dataclass
+class Service:
+    """A running service: its spec, its config and its bound handler."""
+
+    spec: ServiceSpec
+    tsk: TSK
+    handler: Callable[..., Any]
+
+
+@dataclass
+class Summary:
+    """What a run did, from the runtime's signals."""
+
+    published: int = 0
+    handled: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    latencies: list[float] = field(default_factory=list)
+    dead_letters: list[tuple[str, str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, int(q * len(data)))]
+
+    def to_dict(self) -> dict[str, Any]:
+        p50, p99 = self.percentile(0.50), self.percentile(0.99)
+        return {
+            "published": self.published,
+            "handled": self.handled,
+            "duplicates_skipped": self.duplicates,
+            "failed_attempts": self.failed,
+            "retried": self.retried,
+            "dead_lettered": self.dead_lettered,
+            "latency_ms_p50": None if p50 is None else round(p50 * 1000, 3),
+            "latency_ms_p99": None if p99 is None else round(p99 * 1000, 3),
+        }
+
+    def render(self) -> str:
+        d = self.to_dict()
+        lat = (
+            f"handling latency p50 {d['latency_ms_p50']:.2f} ms, p99 {d['latency_ms_p99']:.2f} ms"
+            if d["latency_ms_p50"] is not None
+            else "handling latency: no events handled"
+        )
+        lines = [
+            f"published {d['published']}, handled {d['handled']}, retried {d['retried']}, "
+            f"dead-lettered {d['dead_lettered']}"
+            + (f", duplicates skipped {d['duplicates_skipped']}" if d["duplicates_skipped"] else ""),
+            lat,
+        ]
+        for service, event_type, reason in self.dead_letters:
+            lines.append(f"  DLQ {service}: {event_type}: {reason}")
+        return "\n".join(lines)
+
+
+class Runtime:
+    """Runs the services of one or more configs on one bus and one event store.
+
+        >>> rt = Runtime([TSK.from_file("configs/app.tsk", env={})])
+        >>> summary = rt.run_until_idle()
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[TSK],
+        *,
+        bus_url: str | None = None,
+        store_url: str | None = None,
+        consumer: str | None = None,
+    ) -> None:
+        if not configs:
+            raise ConfigError("the runtime needs at least one config")
+        self.configs = list(configs)
+        _check_duplicate_sections(self.configs)
+        first = self.configs[0]
+        self.bus_url = bus_url or first.bus_url
+        self.store_url = store_url or first.store_url
+        channel = _setting(self.configs, "event_channel")
+        self.bus: Bus = connect(self.bus_url, **({"channel": channel} if isinstance(channel, str) else {}))
+        self.client = redis_client(self.bus_url)
+        self.store = shared_store(self.store_url)
+        dlq_channel = _setting(self.configs, "dlq_channel")
+        self.dlq = DeadLetterQueue(
+            self.client, channel=dlq_channel if isinstance(dlq_channel, str) else DLQ_CHANNEL
+        )
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.summary = Summary()
+        self._receivers = _summary_receivers(self, self.summary)
+        for sig, receiver in self._receivers:
+            sig.connect(receiver)
+        for cfg in self.configs:
+            cfg.bind_helpers(publish=self._publish_helper)
+        self.services: list[Service] = []
+        for cfg in self.configs:
+            for spec in services(cfg):
+                self.services.append(Service(spec, cfg, cfg.fujsen(spec.name, spec.handler)))
+        self._sync: dict[str, list[Service]] = {}
+        for svc in self.services:
+            if svc.spec.delivery == "sync":
+                for t in svc.spec.types:
+                    self._sync.setdefault(t, []).append(svc)
+        self._subscriptions: list[Any] = []
+        self._closed = False
+
+    @classmethod
+    def from_files(
+        cls, paths: Iterable[str], *, env: Mapping[str, str] | None = None, **options: Any
+    ) -> Runtime:
+        return cls([TSK.from_file(p, env=env) for p in paths], **options)
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(self, type: str, payload: Any = None, *, metadata: Mapping[str, Any] | None = None) -> Event:
+        """Store, publish and (for sync services) handle a new event."""
+        ctx = _context.get()
+        event = new_event(type, payload, metadata)
+        if ctx is not None:
+            event.id = ctx.next_id()
+        return self.publish_event(event, publisher=ctx.service if ctx else None)
+
+    def publish_event(self, event: Event, *, publisher: str | None = None) -> Event:
+        self.store.append(event)
+        self.bus.publish_event(event)
+        signals.published.send(runtime=self, event=event, service=publisher)
+        for svc in self._sync.get(event.type, ()):
+            self.process(svc, event)
+        return event
+
+    def _publish_helper(self, type: str, payload: Any = None, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``publish(type, payload, metadata=None)`` as fujsen see it: returns the event as a dict."""
+        from tusk_events import budget
+        from tusk_events.guards import violate
+
+        if not isinstance(type, str) or not type:
+            violate("publish(): the event type must be a non-empty string")
+        return budget.blocking(lambda: self.publish(type, payload, metadata=metadata).to_dict())
+
+    # -- handling -------------------------------------------------------------------------
+
+    def process(self, svc: Service, event: Event, delivery: Delivery | None = None) -> str:
+        """Handle one event for one service; returns "handled", "duplicate" or "dead-lettered"."""
+        spec = svc.spec
+        dedup_key = f"{DEDUP_PREFIX}{spec.group}:{event.id}"
+        if self.client.exists(dedup_key):
+            self._ack(delivery)
+            with self.summary.lock:
+                self.summary.duplicates += 1
+            return "duplicate"
+        if delivery is not None and delivery.count > spec.retries + 1:
+            # delivered again and again without finishing: the worker dies on it
+            self._dead_letter(
+                svc, event, f"delivered {delivery.count} times without completing (worker crashed?)",
+                "", delivery.count, None,
+            )
+            return "dead-lettered"
+        first_failed: float | None = None
+        error: FujsenError | None = None
+        attempts = spec.retries + 1
+        for attempt in range(1, attempts + 1):
+            ctx = _context.set(_PublishContext(spec.name, event))
+            t0 = time.perf_counter()
+            try:
+                with handling(event):
+                    svc.handler(event.to_dict())
+            except FujsenError as err:
+                seconds = time.perf_counter() - t0
+                error = err
+                first_failed = first_failed or time.time()
+                signals.failed.send(runtime=self, service=spec.name, event=event, error=err, attempt=attempt, seconds=seconds)
+                if attempt < attempts:
+                    delay = _backoff(spec, attempt)
+                    signals.retried.send(runtime=self, service=spec.name, event=event, attempt=attempt + 1, delay=delay)
+                    time.sleep(delay)
+                continue
+            finally:
+                _context.reset(ctx)
+            seconds = time.perf_counter() - t0
+            self._mark_handled(dedup_key, delivery)
+            signals.handled.send(runtime=self, service=spec.name, event=event, seconds=seconds, attempt=attempt)
+            return "handled"
+        assert error is not None
+        self._dead_letter(svc, event, str(error).split("\n")[0], _traceback(error), attempts, first_failed)
+        return "dead-lettered"
+
+    def _mark_handled(self, dedup_key: str, delivery: Delivery | None) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(dedup_key, 1, ex=DEDUP_TTL_S)
+        if delivery is not None and delivery.mode == "durable" and delivery.message_id:
+            pipe.xack(self.bus.key(delivery.type), delivery.group, delivery.message_id)
+        pipe.execute()
+
+    def _ack(self, delivery: Delivery | None) -> None:
+        if delivery is not None and delivery.mode == "durable" and delivery.message_id:
+            self.client.xack(self.bus.key(delivery.type), delivery.group, delivery.message_id)
+
+    def _dead_letter(
+        self, svc: Service, event: Event, reason: str, tb: str, attempts: int, first_failed: float | None
+    ) -> None:
+        self.dlq.add(svc.spec.name, event, reason=reason, traceback=tb, attempts=attempts,
+                     first_failed_at=first_failed)
+        log.warning("dead-lettered %s %s in %s after %d attempts: %s",
+                    event.type, event.id, svc.spec.name, attempts, reason)
+        signals.dead_lettered.send(runtime=self, service=svc.spec.name, event=event, reason=reason, attempts=attempts)
+
+    def redrive(self, service: str, ids: Iterable[str] | None = None) -> int:
+        """Put dead-lettered events of ``service`` back: handled again, normally; returns how many."""
+        svc = self._service(service)
+        letters = self.dlq.list(service)
+        if ids is not None:
+            wanted = set(ids)
+            letters = [d for d in letters if d.id in wanted]
+        for letter in letters:
+            self.dlq.remove(service, [letter.id])
+            if svc.spec.delivery == "sync":
+                self.process(svc, letter.event)
+            else:
+                self.bus.publish_event(letter.event)
+        return len(letters)
+
+    def _service(self, name: str) -> Service:
+        for svc in self.services:
+            if svc.spec.name == name:
+                return svc
+        known = ", ".join(s.spec.name for s in self.services) or "none"
+        raise ConfigError(f"no service [{name}] in the config (services: {known})")
+
+    # -- running -----------------------------------------------------------------------
+
+    def _subscribe_all(self) -> None:
+        for svc in self.services:
+            if svc.spec.delivery == "sync":
+                continue
+            handler = self._bus_handler(svc)
+            if svc.spec.delivery == "broadcast":
+                sub = self.bus.subscribe(handler, list(svc.spec.types), mode="broadcast")
+                sub.start()
+                self._subscriptions.append(sub)
+                continue
+            for i in range(svc.spec.concurrency):
+                sub = self.bus.subscribe(
+                    handler, list(svc.spec.types), group=svc.spec.group,
+                    consumer=f"{self.consumer}-{svc.spec.name}-{i}", mode="durable",
+                )
+                self._subscriptions.append(sub)
+
+    def _bus_handler(self, svc: Service) -> Callable[[Event, Delivery], None]:
+        def handle(event: Event, delivery: Delivery) -> None:
+            self.process(svc, event, delivery)
+
+        return handle
+
+    def run_startup(self) -> int:
+        """Run every ``startup`` fujsen of the configs, in order; returns how many ran."""
+        ran = 0
+        for cfg in self.configs:
+            for section in cfg.sections():
+                if "startup" in cfg.fujsen_names(section):
+                    cfg.execute_fujsen(section, "startup")
+                    ran += 1
+        return ran
+
+    def run_until_idle(self, *, startup: bool = True, timeout: float | None = None) -> Summary:
+        """Start the services, run the startup fujsen, handle until every queue is drained."""
+        self._subscribe_all()
+        if startup:
+            self.run_startup()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        durable = [s for s in self._subscriptions if s.mode == "durable"]
+        broadcast = [s for s in self._subscriptions if s.mode == "broadcast"]
+        quiet_passes = 0
+        while quiet_passes < 2:
+            moved = 0
+            for sub in durable:
+                left = None if deadline is None else max(0.1, deadline - time.monotonic())
+                moved += sub.run_until_idle(timeout=left)
+            seen = sum(s.handled + s.failed for s in broadcast)
+            if broadcast:
+                time.sleep(0.05)
+                moved += sum(s.handled + s.failed for s in broadcast) - seen
+            quiet_passes = quiet_passes + 1 if moved == 0 else 0
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        self.stop()
+        return self.summary
+
+    def run(self, stop_event: threading.Event, *, startup: bool = True) -> Summary:
+        """Handle events until ``stop_event`` is set; then finish in-flight events and stop."""
+        self._subscribe_all()
+        for sub in self._subscriptions:
+            if sub.mode == "durable":
+                sub.start()
+        if startup:
+            self.run_startup()
+        stop_event.wait()
+        self.stop()
+        return self.summary
+
+    def stop(self) -> None:
+        """Stop reading; in-flight handlers finish and are acknowledged."""
+        for sub in self._subscriptions:
+            sub.stop()
+        self._subscriptions.clear()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        for sig, receiver in self._receivers:
+            sig.disconnect(receiver)
+        self.bus.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _backoff(spec: ServiceSpec, attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
+    ceiling = min(spec.backoff_max_s, spec.backoff_s * (2 ** (attempt - 1)))
+    return random.uniform(0, ceiling)
+
+
+def _traceback(error: BaseException) -> str:
+    import traceback
+
+    cause = error.__cause__
+    text = "".join(traceback.format_exception(cause)) if cause is not None else ""
+    return text + str(error)
+
+
+def _setting(configs: Sequence[TSK], key: str) -> Any:
+    for cfg in configs:
+        value = cfg.get_value_anywhere(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _check_duplicate_sections(configs: Sequence[TSK]) -> None:
+    seen: dict[str, str] = {}
+    for cfg in configs:
+        for name in cfg.data:
+            if not isinstance(cfg.data[name], dict):
+                continue
+            if name in seen:
+                raise ConfigError(
+                    f"section [{name}] is defined in both {seen[name]} and {cfg.path or '<string>'}"
+                )
+            seen[name] = cfg.path or "<string>"
+
+
+def _summary_receivers(
+    runtime: Runtime, summary: Summary
+) -> list[tuple[signals.Signal, Callable[..., None]]]:
+    def published(runtime: Runtime, **_: Any) -> None:
+        if runtime is me:
+            with summary.lock:
+                summary.published += 1
+
+    def handled(runtime: Runtime, seconds: float, **_: Any) -> None:
+        if runtime is me:
+            with summary.lock:
+                summary.handled += 1
+                summary.latencies.append(seconds)
+
+    def failed(runtime: Runtime, **_: Any) -> None:
+        if runtime is me:
+            with summary.lock:
+                summary.failed += 1
+
+    def retried(runtime: Runtime, **_: Any) -> None:
+        if runtime is me:
+            with summary.lock:
+                summary.retried += 1
+
+    def dead_lettered(runtime: Runtime, service: str, event: Event, reason: str, **_: Any) -> None:
+        if runtime is me:
+            with summary.lock:
+                summary.dead_lettered += 1
+                summary.dead_letters.append((service, event.type, reason))
+
+    me = runtime
+
+    return [
+        (signals.published, published),
+        (signals.handled, handled),
+        (signals.failed, failed),
+        (signals.retried, retried),
+        (signals.dead_lettered, dead_lettered),
+    ]
+
+
+__all__ = ["Runtime", "Service", "Summary"]
