@@ -67,3 +67,74 @@ DEDUP_TTL_S = 7 * 24 * 3600
 
 DLQ_CHANNEL = "tusk_dlq"
 """Pub/sub channel announcing dead-lettered events when the config names no ``dlq_channel``."""
+
+# --- bus -------------------------------------------------------------------------------
+
+BUS_CHANNEL = "tusk_events"
+"""Pub/sub channel of broadcast delivery when the config names no ``event_channel`` (the docs')."""
+
+BUS_STREAM_PREFIX = "tusk:stream:"
+"""Key prefix of the per-event-type streams of durable delivery: ``tusk:stream:<type>``."""
+
+BUS_STREAM_FIELD = b"event"
+"""The one field of a stream entry; it holds the JSON envelope."""
+
+BUS_DEFAULT_GROUP = "default"
+"""Consumer group of durable subscribers that name none: they then share the work."""
+
+BUS_MAXLEN = 100_000
+"""Entries a stream keeps (trimmed approximately at each XADD); older ones are dropped."""
+
+BUS_BATCH = 100
+"""Entries read (XREADGROUP COUNT) and then acknowledged (one XACK) per round trip."""
+
+BUS_BLOCK_MS = 1_000
+"""How long one read waits on the server for new events; stop() interrupts it at once."""
+
+BUS_VISIBILITY_TIMEOUT_MS = 30_000
+"""How long a delivered, unacknowledged entry waits before another consumer may claim it."""
+
+BUS_CLAIM_INTERVAL_MAX_S = 5.0
+"""Longest pause between two claim passes (otherwise a quarter of the visibility timeout)."""
+
+BUS_DISCOVER_INTERVAL_S = 1.0
+"""How often a durable subscriber to all types looks for streams of new types (SCAN)."""
+
+BUS_PUBLISH_CHUNK = 1_000
+"""Events sent per round trip by ``publish_many``: bounds the memory of one pipeline."""
+
+BUS_PUBLISH_RETRIES = 3
+"""Further attempts after a publish fails to reach the server, before BusError."""
+
+BUS_RETRY_BACKOFF_S = 0.05
+"""Delay before the first retry (publish or reconnect); each further one doubles it."""
+
+BUS_RETRY_BACKOFF_MAX_S = 2.0
+"""Cap of one retry or reconnect delay."""
+
+BUS_SOCKET_TIMEOUT_S = 5.0
+"""Longest wait for one reply from Redis (blocking reads get their block time on top)."""
+
+BUS_CONNECT_TIMEOUT_S = 2.0
+"""Longest wait to open a connection to Redis."""
+
+BUS_HEALTH_CHECK_INTERVAL_S = 30
+"""A connection idle for longer is PINGed before use, so a dead one is replaced, not used."""
+
+BUS_MAX_CONNECTIONS = 100
+"""Connections one bus may open for publishing (each subscriber has one of its own)."""
+
+BUS_READY_TIMEOUT_S = 5.0
+"""How long ``Subscription.start()`` waits for the subscription to be in place."""
+
+BUS_STOP_TIMEOUT_S = 10.0
+"""How long ``Subscription.stop()`` waits for in-flight handlers before giving up."""
+
+BUS_BROADCAST_POLL_S = 0.05
+"""How often an idle broadcast listener checks whether it was asked to stop."""
+
+BUS_MEMORY_DEFAULT_NAME = "default"
+"""The embedded server that ``memory://`` (no name) refers to."""
+
+BUS_MEMORY_REDIS_VERSION = (7, 0)
+"""The Redis version the embedded server imitates (reply shapes of XAUTOCLAIM, XINFO...)."""

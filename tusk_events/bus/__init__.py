@@ -1,0 +1,114 @@
+"""The event bus: ``connect(url)`` for a :class:`Bus`, ``redis_client(url)`` for fujsen.
+
+Backends, by URL scheme (imported on first use):
+
+``memory://[name]``
+    Embedded and in-process: zero setup; all users of one name in a process share it.
+``redis://host:port/db``, ``rediss://`` (TLS), ``unix:///path/redis.sock``
+    A Redis server (5.0+; 7+ recommended): a connection pool with socket timeouts and
+    health checks, the hiredis parser when installed (``tusk_events[hiredis]``).
+
+Both run the same implementation (:mod:`tusk_events.bus.redis_bus`), whose docstring has
+the key layout and the delivery guarantees.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from tusk_events.bus.base import (
+    Bus,
+    Delivery,
+    GroupInfo,
+    StreamInfo,
+    Subscription,
+    redact_url,
+)
+from tusk_events.defaults import DEFAULT_BUS_URL
+from tusk_events.errors import BusError
+
+if TYPE_CHECKING:
+    import redis
+
+BACKENDS: dict[str, str] = {
+    "memory": "tusk_events.bus.memory",
+    "redis": "tusk_events.bus.redis_bus",
+    "rediss": "tusk_events.bus.redis_bus",
+    "unix": "tusk_events.bus.redis_bus",
+}
+"""URL scheme -> module providing ``open_bus(url, **options)`` and ``open_client(url)``."""
+
+_DRIVERS = {"redis": "tusk_events", "fakeredis": "tusk_events", "hiredis": "tusk_events[hiredis]"}
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _backend(url: str) -> ModuleType:
+    if not isinstance(url, str) or "://" not in url:
+        raise BusError(
+            f"invalid event bus URL {url!r}: expected memory://[name], redis://host:port/db, "
+            "rediss://host:port/db or unix:///path/to/redis.sock"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    module = BACKENDS.get(scheme)
+    if module is None:
+        raise BusError(
+            f"unsupported event bus URL {redact_url(url)!r}: scheme {scheme!r} is not one of "
+            f"{', '.join(s + '://' for s in BACKENDS)}; set EVENT_BUS (or event_bus in the config) "
+            "to one of those"
+        )
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = exc.name or "a driver"
+        fix = _DRIVERS.get(missing.split(".")[0], missing)
+        raise BusError(
+            f"the {scheme}:// event bus needs the {missing!r} package, which is not installed: "
+            f"pip install '{fix}'"
+        ) from exc
+
+
+def connect(url: str | None = None, **options: Any) -> Bus:
+    """A :class:`Bus` for ``url`` (default ``memory://``); options go to the backend.
+
+    Common options: ``channel``, ``stream_prefix``, ``maxlen``, ``approximate``,
+    ``publish_to`` ("both" | "durable" | "broadcast"), ``retries``, ``retry_backoff_s``;
+    for a real server also ``socket_timeout``, ``socket_connect_timeout``,
+    ``health_check_interval``, ``max_connections``, ``parser`` ("auto" | "hiredis" | "python").
+    Connecting is lazy: the first command reaches the server.
+    """
+    url = url or DEFAULT_BUS_URL
+    bus: Bus = _backend(url).open_bus(url, **options)
+    return bus
+
+
+def redis_client(url: str | None = None) -> redis.Redis:
+    """A redis-py client for ``url``, one per URL per process (connections are pooled).
+
+    Replies are bytes (``decode_responses=False``): ``json.loads`` takes them as they are.
+    For ``memory://`` URLs it is a fakeredis client on the same server the bus uses.
+    """
+    url = url or DEFAULT_BUS_URL
+    client = _clients.get(url)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(url)
+            if client is None:
+                client = _clients[url] = _backend(url).open_client(url)
+    return client
+
+
+__all__ = [
+    "BACKENDS",
+    "Bus",
+    "Delivery",
+    "GroupInfo",
+    "StreamInfo",
+    "Subscription",
+    "connect",
+    "redis_client",
+]

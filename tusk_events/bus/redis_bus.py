@@ -1,0 +1,937 @@
+"""The Redis bus: pub/sub for ``broadcast``, Streams with consumer groups for ``durable``.
+
+Key layout (``stream_prefix`` defaults to ``tusk:stream:``, ``channel`` to ``tusk_events``)::
+
+    tusk:stream:<type>    one stream per event type; each entry has one field, ``event``,
+                          holding the JSON envelope (the same bytes as on the channel)
+    tusk_events           the pub/sub channel: every event as its JSON envelope, as the
+                          docs' ``publish_event``/``subscribe_events`` fujsen expect
+
+Choices:
+
+* ``publish`` writes, by default (``publish_to="both"``), to the type's stream *and* to the
+  channel in one pipelined round trip: durable groups that are down lose nothing, live
+  broadcast listeners (the docs' fujsen included) see it at once. ``"durable"`` writes the
+  stream only, ``"broadcast"`` the channel only.
+* Streams are trimmed at each XADD to about ``maxlen`` entries (``MAXLEN ~``; exact with
+  ``approximate=False``; never with ``maxlen=None``). An entry trimmed while still pending
+  is lost to its group; that is logged when the group next claims.
+* A group created for the first time starts at the oldest retained entry (``start=
+  "earliest"``) or at the end (``"latest"``). A group recreated after the server lost its
+  data (restart without persistence) starts at the beginning of the new stream, so events
+  published since the restart are not skipped.
+* ``types=None`` in durable mode means every stream under the prefix, found with SCAN at
+  start and every ``discover_interval_s``; groups on newly found streams start at their
+  first entry. Name the types on a large shared server: SCAN walks the whole keyspace.
+  In broadcast mode ``types`` filters on the subscriber side (one channel carries all).
+* Entries are read and acknowledged in batches (``XREADGROUP COUNT batch``, then one XACK
+  per stream, pipelined with the next read). An entry is acknowledged only after its
+  handler returned; one whose handler raised stays pending and is claimed (XAUTOCLAIM),
+  by any consumer of the group, once idle for ``visibility_timeout_ms``. Entries that are
+  not valid envelopes can never succeed: they are reported and acknowledged.
+* Clients use ``decode_responses=False``: payloads stay bytes, which ``json.loads``
+  accepts, so the docs' fujsen work unchanged and nothing is decoded twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
+from redis.retry import Retry
+
+from tusk_events.bus.base import (
+    Bus,
+    Delivery,
+    ErrorHandler,
+    EventSpec,
+    GroupInfo,
+    Handler,
+    Mode,
+    PublishTo,
+    StreamInfo,
+    Subscription,
+    redact_url,
+    to_event,
+)
+from tusk_events.defaults import (
+    BUS_BATCH,
+    BUS_BLOCK_MS,
+    BUS_BROADCAST_POLL_S,
+    BUS_CHANNEL,
+    BUS_CLAIM_INTERVAL_MAX_S,
+    BUS_CONNECT_TIMEOUT_S,
+    BUS_DEFAULT_GROUP,
+    BUS_DISCOVER_INTERVAL_S,
+    BUS_HEALTH_CHECK_INTERVAL_S,
+    BUS_MAX_CONNECTIONS,
+    BUS_MAXLEN,
+    BUS_PUBLISH_CHUNK,
+    BUS_PUBLISH_RETRIES,
+    BUS_RETRY_BACKOFF_MAX_S,
+    BUS_RETRY_BACKOFF_S,
+    BUS_SOCKET_TIMEOUT_S,
+    BUS_STREAM_FIELD,
+    BUS_STREAM_PREFIX,
+    BUS_VISIBILITY_TIMEOUT_MS,
+)
+from tusk_events.errors import BusError
+from tusk_events.events import Event, new_event
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+"""Errors after which the same command may succeed once the connection is re-established."""
+
+CONNECTION_OPTIONS = frozenset(
+    {"socket_timeout", "socket_connect_timeout", "health_check_interval", "max_connections", "parser"}
+)
+"""Options of :func:`open_bus` that configure the connection rather than the bus."""
+
+_FIELD = BUS_STREAM_FIELD
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+"""``Event.to_json`` without building an encoder per call: same bytes, on the publish hot path."""
+_decode = json.JSONDecoder().decode
+"""``json.loads`` minus its per-call encoding sniffing; envelopes are UTF-8 by construction."""
+
+
+def _event(raw: bytes, fallback_id: str | None = None) -> Event:
+    """Decode one envelope (ValueError/TypeError when it is not one)."""
+    return Event.from_dict(_decode(raw.decode()), fallback_id=fallback_id)
+_NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def _client_options(
+    *,
+    socket_timeout: float | None = BUS_SOCKET_TIMEOUT_S,
+    socket_connect_timeout: float | None = BUS_CONNECT_TIMEOUT_S,
+    health_check_interval: float = BUS_HEALTH_CHECK_INTERVAL_S,
+    max_connections: int | None = BUS_MAX_CONNECTIONS,
+    parser: Literal["auto", "hiredis", "python"] = "auto",
+) -> dict[str, Any]:
+    """redis-py keyword arguments; the URL's query string (``?socket_timeout=...``) overrides them."""
+    opts: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": health_check_interval,
+        "max_connections": max_connections,
+    }
+    from redis._parsers import _HiredisParser, _RESP2Parser
+    from redis.utils import HIREDIS_AVAILABLE
+
+    if parser == "hiredis":
+        if not HIREDIS_AVAILABLE:
+            raise BusError(
+                "the hiredis parser was asked for but hiredis is not installed: "
+                "pip install 'tusk_events[hiredis]' (or use parser='auto')"
+            )
+        opts["parser_class"] = _HiredisParser
+    elif parser == "python":
+        opts["parser_class"] = _RESP2Parser
+    elif parser != "auto":
+        raise BusError(f"unknown parser {parser!r}: use 'auto', 'hiredis' or 'python'")
+    return opts
+
+
+def open_client(url: str) -> redis.Redis:
+    """A pooled redis-py client for ``url`` with the bus's timeouts and redis-py's own retries."""
+    try:
+        return redis.Redis.from_url(url, **_client_options())
+    except ValueError as exc:
+        raise BusError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
+
+
+def open_bus(url: str, **options: Any) -> RedisBus:
+    """A :class:`RedisBus` on the server at ``url`` (redis://, rediss:// or unix://)."""
+    conn_opts = {k: options.pop(k) for k in list(options) if k in CONNECTION_OPTIONS}
+    try:
+        # Retries are the bus's (``retries=``), so redis-py's own are off.
+        client = redis.Redis.from_url(url, retry=_NO_RETRY, **_client_options(**conn_opts))
+    except ValueError as exc:
+        raise BusError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
+    return RedisBus(url, client, **options)
+
+
+_GONE = ("NOGROUP", "UNBLOCKED the", "The XGROUP subcommand requires the key to exist")
+"""Error replies meaning "the stream or the group is gone": NOGROUP, the reply a blocked
+reader gets when its stream or group is deleted, and fakeredis's wording of the former."""
+
+_RETRYABLE = ("READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+"""Error replies of a server in failover or start-up: the same command succeeds later."""
+
+
+def _is_nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith(_GONE)
+
+
+class _Retryable(Exception):
+    """A server reply that says "try again later"; handled like a lost connection."""
+
+
+def _check(exc: ResponseError, what: str) -> None:
+    """Raise ``exc`` as _Retryable or as a BusError; never returns."""
+    if str(exc).startswith(_RETRYABLE):
+        raise _Retryable(str(exc)) from exc
+    raise BusError(f"{what}: {exc}") from exc
+
+
+def _glob_escape(raw: bytes) -> bytes:
+    out = bytearray()
+    for b in raw:
+        if b in b"*?[]\\":
+            out.append(0x5C)
+        out.append(b)
+    return bytes(out)
+
+
+def _pairs(flat: Any) -> dict[bytes, Any]:
+    """A RESP2 flat ``[k1, v1, k2, v2...]`` reply (or a RESP3 map) as a dict."""
+    if isinstance(flat, dict):
+        return flat
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _roundtrip(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` in one write and read their raw replies; error replies come back as values."""
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        conn.disconnect()  # replies may be half read: never reuse this socket
+        raise
+
+
+class RedisBus(Bus):
+    """A bus on one Redis server (or an embedded fakeredis one: see ``memory``)."""
+
+    def __init__(
+        self,
+        url: str,
+        client: redis.Redis,
+        *,
+        channel: str = BUS_CHANNEL,
+        stream_prefix: str = BUS_STREAM_PREFIX,
+        maxlen: int | None = BUS_MAXLEN,
+        approximate: bool = True,
+        publish_to: PublishTo = "both",
+        retries: int = BUS_PUBLISH_RETRIES,
+        retry_backoff_s: float = BUS_RETRY_BACKOFF_S,
+        retry_backoff_max_s: float = BUS_RETRY_BACKOFF_MAX_S,
+        discover_interval_s: float = BUS_DISCOVER_INTERVAL_S,
+    ) -> None:
+        if publish_to not in ("both", "durable", "broadcast"):
+            raise BusError(f"publish_to must be 'both', 'durable' or 'broadcast', not {publish_to!r}")
+        if maxlen is not None and maxlen < 1:
+            raise BusError(f"maxlen must be a positive number of entries or None, not {maxlen!r}")
+        self.url = url
+        self.shown_url = redact_url(url)
+        self.channel = channel
+        self.stream_prefix = stream_prefix
+        self.publish_to = publish_to
+        self.retries = max(0, int(retries))
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_backoff_max_s = retry_backoff_max_s
+        self.discover_interval_s = discover_interval_s
+        self.client = client
+        self._pool = client.connection_pool
+        self._channel_b = channel.encode()
+        self._prefix_b = stream_prefix.encode()
+        self._trim: tuple[bytes, ...] = (
+            () if maxlen is None else (b"MAXLEN", b"~" if approximate else b"=", str(maxlen).encode())
+        )
+        self._to_stream = publish_to in ("both", "durable")
+        self._to_channel = publish_to in ("both", "broadcast")
+        self._keys: dict[str, bytes] = {}
+        self._xadd: dict[str, tuple[bytes, ...]] = {}
+        self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._closed = False
+
+    # --- keys ---------------------------------------------------------------------
+
+    def key(self, type: str) -> bytes:
+        """The stream key of an event type."""
+        k = self._keys.get(type)
+        if k is None:
+            if not isinstance(type, str) or not type:
+                raise BusError(f"an event type must be a non-empty string, not {type!r}")
+            k = self._keys[type] = self._prefix_b + type.encode()
+        return k
+
+    def type_of(self, key: bytes) -> str:
+        return key[len(self._prefix_b) :].decode()
+
+    # --- publishing ---------------------------------------------------------------
+
+    def publish(
+        self, type: str, payload: Any = None, *, metadata: Mapping[str, Any] | None = None
+    ) -> Event:
+        event = new_event(type, payload, metadata)
+        self._execute(self._commands(event), "publish")
+        return event
+
+    def publish_event(self, event: Event) -> Event:
+        if not isinstance(event, Event):
+            raise TypeError(f"publish_event() takes an Event, got {event!r}")
+        self._execute(self._commands(event), "publish")
+        return event
+
+    def publish_many(self, events: Iterable[EventSpec]) -> list[Event]:
+        out: list[Event] = []
+        commands: list[tuple[Any, ...]] = []
+        per_chunk = BUS_PUBLISH_CHUNK * (self._to_stream + self._to_channel)
+        for spec in events:
+            event = to_event(spec)
+            out.append(event)
+            commands.extend(self._commands(event))
+            if len(commands) >= per_chunk:
+                self._execute(commands, "publish")
+                commands = []
+        if commands:
+            self._execute(commands, "publish")
+        return out
+
+    def _commands(self, event: Event) -> list[tuple[Any, ...]]:
+        try:
+            data = _encode(event.to_dict()).encode()
+        except (TypeError, ValueError) as exc:
+            raise BusError(
+                f"event {event.type!r} cannot be published: {exc} "
+                "(payload and metadata must be JSON-serialisable)"
+            ) from exc
+        if self._to_stream:
+            head = self._xadd.get(event.type)
+            if head is None:
+                head = self._xadd[event.type] = (b"XADD", self.key(event.type), *self._trim, b"*", _FIELD)
+            if self._to_channel:
+                return [(*head, data), (b"PUBLISH", self._channel_b, data)]
+            return [(*head, data)]
+        return [(b"PUBLISH", self._channel_b, data)]
+
+    # --- plumbing -----------------------------------------------------------------
+
+    def _once(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        pool = self._pool
+        conn = pool.get_connection()
+        try:
+            return _roundtrip(conn, commands)
+        finally:
+            pool.release(conn)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        return min(self.retry_backoff_s * (2**attempt), self.retry_backoff_max_s)
+
+    def _retrying(self, commands: Sequence[tuple[Any, ...]], what: str) -> list[Any]:
+        """One round trip, retried with backoff on transient failures; error replies come back as values."""
+        if self._closed:
+            raise BusError(f"cannot {what} on {self.shown_url}: the bus is closed")
+        attempt = 0
+        while True:
+            try:
+                return self._once(commands)
+            except TRANSIENT as exc:
+                if attempt >= self.retries:
+                    raise BusError(
+                        f"cannot {what} on {self.shown_url}: {exc} (after {attempt + 1} attempts); "
+                        "check that the Redis server is running and reachable at that URL, "
+                        "or set EVENT_BUS to memory:// for an embedded bus"
+                    ) from exc
+                time.sleep(self.backoff(attempt))
+                attempt += 1
+
+    def _execute(self, commands: Sequence[tuple[Any, ...]], what: str) -> list[Any]:
+        """Like ``_retrying``, but an error reply is a BusError naming the command."""
+        replies = self._retrying(commands, what)
+        for cmd, reply in zip(commands, replies):
+            if isinstance(reply, ResponseError):
+                raise BusError(
+                    f"cannot {what} on {self.shown_url}: {cmd[0].decode()} "
+                    f"{_text(cmd[1]) if len(cmd) > 1 else ''} failed: {reply}"
+                ) from reply
+        return replies
+
+    def dedicated_connection(self, extra_timeout_s: float = 0.0) -> Any:
+        """A connection outside the pool, for one subscriber's blocking reads (raw RESP2 replies)."""
+        kwargs = dict(self._pool.connection_kwargs)
+        timeout = kwargs.get("socket_timeout")
+        if timeout is not None:
+            kwargs["socket_timeout"] = timeout + extra_timeout_s
+        kwargs["protocol"] = 2
+        return self._pool.connection_class(**kwargs)
+
+    def unblock(self, client_id: int) -> None:
+        """Wake the blocked reader with ``client_id`` (CLIENT UNBLOCK); best effort."""
+        try:
+            self._once([(b"CLIENT", b"UNBLOCK", client_id, b"TIMEOUT")])
+        except Exception as exc:  # noqa: BLE001 - the read then ends at its block timeout
+            log.debug("CLIENT UNBLOCK on %s failed: %s", self.shown_url, exc)
+
+    def scan_streams(self, call: Callable[[Sequence[tuple[Any, ...]]], list[Any]] | None = None) -> list[bytes]:
+        """The stream keys under the prefix (SCAN ... TYPE stream)."""
+        call = call or self._once
+        pattern = _glob_escape(self._prefix_b) + b"*"
+        keys: set[bytes] = set()
+        cursor: Any = b"0"
+        while True:
+            reply = call([(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000, b"TYPE", b"stream")])[0]
+            if isinstance(reply, ResponseError):
+                raise reply
+            cursor, found = reply[0], reply[1]
+            keys.update(found)
+            if int(cursor) == 0:
+                return sorted(keys)
+
+    # --- subscribing --------------------------------------------------------------
+
+    def subscribe(
+        self,
+        handler: Handler,
+        types: Sequence[str] | str | None = None,
+        *,
+        group: str | None = None,
+        consumer: str | None = None,
+        mode: Mode = "durable",
+        batch: int | None = None,
+        block_ms: int | None = None,
+        visibility_timeout_ms: int | None = None,
+        on_error: ErrorHandler | None = None,
+        start: Literal["earliest", "latest"] = "earliest",
+    ) -> Subscription:
+        if self._closed:
+            raise BusError(f"cannot subscribe on {self.shown_url}: the bus is closed")
+        wanted = (types,) if isinstance(types, str) else (tuple(types) if types is not None else None)
+        if wanted is not None:
+            for t in wanted:
+                self.key(t)  # validates
+        sub: Subscription
+        if mode == "durable":
+            if start not in ("earliest", "latest"):
+                raise BusError(f"start must be 'earliest' or 'latest', not {start!r}")
+            sub = DurableSubscription(
+                self,
+                handler,
+                wanted,
+                group=group or BUS_DEFAULT_GROUP,
+                consumer=consumer,
+                batch=batch or BUS_BATCH,
+                block_ms=block_ms or BUS_BLOCK_MS,
+                visibility_timeout_ms=visibility_timeout_ms or BUS_VISIBILITY_TIMEOUT_MS,
+                on_error=on_error,
+                start=start,
+            )
+        elif mode == "broadcast":
+            sub = BroadcastSubscription(
+                self, handler, wanted, block_ms=block_ms or BUS_BLOCK_MS, on_error=on_error
+            )
+        else:
+            raise BusError(f"unknown delivery mode {mode!r}: use 'durable' or 'broadcast'")
+        self._subs.add(sub)
+        return sub
+
+    # --- introspection and lifecycle ----------------------------------------------
+
+    def ping(self) -> float:
+        t0 = time.perf_counter()
+        self._execute([(b"PING",)], "ping")
+        return time.perf_counter() - t0
+
+    def stream_info(self, types: Sequence[str] | None = None) -> dict[str, StreamInfo]:
+        if types is None:
+            keys = self.scan_streams(lambda cmds: self._execute(cmds, "list streams"))
+        else:
+            keys = [self.key(t) for t in types]
+        if not keys:
+            return {}
+        commands: list[tuple[Any, ...]] = []
+        for k in keys:
+            commands.append((b"XINFO", b"STREAM", k))
+            commands.append((b"XINFO", b"GROUPS", k))
+        replies = []
+        for i in range(0, len(commands), 2 * BUS_PUBLISH_CHUNK):
+            replies.extend(self._retrying(commands[i : i + 2 * BUS_PUBLISH_CHUNK], "read stream info"))
+        out: dict[str, StreamInfo] = {}
+        for n, k in enumerate(keys):
+            type_name = self.type_of(k)
+            stream, groups = replies[2 * n], replies[2 * n + 1]
+            if isinstance(stream, ResponseError):
+                if "no such key" not in str(stream).lower():
+                    raise BusError(f"cannot read stream {k.decode()} on {self.shown_url}: {stream}") from stream
+                out[type_name] = StreamInfo(type_name, k.decode(), 0, None, {})  # never written
+                continue
+            s = _pairs(stream)
+            ginfo: dict[str, GroupInfo] = {}
+            if not isinstance(groups, ResponseError):
+                for g in groups:
+                    gd = _pairs(g)
+                    name = _text(gd[b"name"])
+                    lag = gd.get(b"lag")
+                    ginfo[name] = GroupInfo(
+                        name=name,
+                        consumers=int(gd.get(b"consumers", 0)),
+                        pending=int(gd.get(b"pending", 0)),
+                        lag=None if lag is None else int(lag),
+                        last_delivered_id=_text(gd.get(b"last-delivered-id", b"0-0")),
+                    )
+            last = s.get(b"last-generated-id")
+            out[type_name] = StreamInfo(
+                type=type_name,
+                key=k.decode(),
+                length=int(s.get(b"length", 0)),
+                last_id=None if last is None else _text(last),
+                groups=ginfo,
+            )
+        return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sub in list(self._subs):
+            if sub.running:
+                sub.stop()
+        self._pool.disconnect()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.shown_url} channel={self.channel!r} prefix={self.stream_prefix!r}>"
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class _Reconnecting:
+    """Backoff bookkeeping for a subscriber's reconnect loop."""
+
+    def __init__(self, bus: RedisBus, where: str) -> None:
+        self.bus = bus
+        self.where = where
+        self.attempt = 0
+        self.last: BaseException | None = None
+
+    def failed(self, exc: BaseException, stopping: threading.Event) -> None:
+        if self.attempt == 0:
+            log.warning("%s lost its connection (%s); reconnecting", self.where, exc)
+        else:
+            log.debug("%s: reconnect attempt %d failed: %s", self.where, self.attempt, exc)
+        self.last = exc
+        delay = self.bus.backoff(self.attempt)
+        self.attempt += 1
+        stopping.wait(delay)
+
+    def ok(self) -> None:
+        if self.attempt:
+            log.info("%s reconnected after %d attempts", self.where, self.attempt)
+        self.attempt = 0
+        self.last = None
+
+
+class DurableSubscription(Subscription):
+    """Consumer ``consumer`` of group ``group`` on the streams of ``types``."""
+
+    mode: Mode = "durable"
+
+    def __init__(
+        self,
+        bus: RedisBus,
+        handler: Handler,
+        types: tuple[str, ...] | None,
+        *,
+        group: str,
+        consumer: str | None,
+        batch: int,
+        block_ms: int,
+        visibility_timeout_ms: int,
+        on_error: ErrorHandler | None,
+        start: Literal["earliest", "latest"],
+    ) -> None:
+        self._auto_consumer = consumer is None
+        super().__init__(
+            handler, types=types, group=group, consumer=consumer or _default_consumer(), on_error=on_error
+        )
+        assert self.group is not None and self.consumer is not None
+        self._bus = bus
+        self._group_b = self.group.encode()
+        self._consumer_b = self.consumer.encode()
+        self.batch = max(1, int(batch))
+        self.block_ms = max(1, int(block_ms))
+        self.visibility_timeout_ms = max(1, int(visibility_timeout_ms))
+        self._claim_every = min(max(self.visibility_timeout_ms / 4000, 0.01), BUS_CLAIM_INTERVAL_MAX_S)
+        self._start_id = b"0" if start == "earliest" else b"$"
+        self._discover = types is None
+        self._keys: list[bytes] = [] if types is None else list(dict.fromkeys(bus.key(t) for t in types))
+        self._type_of: dict[bytes, str] = {k: bus.type_of(k) for k in self._keys}
+        self._conn: Any = None
+        self._client_id: int | None = None
+        self._blocked = False
+        self._setup_needed = True
+        self._created_once = False
+        self._unacked: dict[bytes, list[bytes]] = {}
+        self._claim_cursor: dict[bytes, bytes] = {}
+        self._read_head = (b"XREADGROUP", b"GROUP", self._group_b, self._consumer_b, b"COUNT", self.batch)
+        self._read_tail: tuple[bytes, ...] = ()
+        self._reconnect = _Reconnecting(bus, self._where())
+
+    def _where(self) -> str:
+        return f"consumer {self.consumer} of group {self.group} on {self._bus.shown_url}"
+
+    def _last_error(self) -> BaseException | None:
+        return self._reconnect.last
+
+    # --- connection ---------------------------------------------------------------
+
+    def _call(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        return _roundtrip(self._conn, commands)
+
+    def _set_keys(self, keys: Iterable[bytes]) -> list[bytes]:
+        """Add stream keys; returns the new ones."""
+        new = [k for k in keys if k not in self._type_of]
+        for k in new:
+            self._keys.append(k)
+            self._type_of[k] = self._bus.type_of(k)
+        tail = (b"STREAMS", *self._keys, *([b">"] * len(self._keys)))
+        self._read_tail = tail
+        return new
+
+    def _create_groups(self, keys: Sequence[bytes], start_id: bytes) -> None:
+        if not keys:
+            return
+        replies = self._call([(b"XGROUP", b"CREATE", k, self._group_b, start_id, b"MKSTREAM") for k in keys])
+        for k, r in zip(keys, replies):
+            if isinstance(r, ResponseError) and not str(r).startswith("BUSYGROUP"):
+                _check(r, f"cannot create group {self.group} on {k.decode()} at {self._bus.shown_url}")
+
+    def _setup(self) -> None:
+        """(Re)connect, learn our client id (for stop) and make sure every group exists."""
+        if self._conn is None:
+            self._conn = self._bus.dedicated_connection(self.block_ms / 1000)
+        self._conn.disconnect()
+        self._conn.connect()
+        reply = self._call([(b"CLIENT", b"ID")])[0]
+        self._client_id = None if isinstance(reply, ResponseError) else int(reply)
+        if self._discover:
+            self._set_keys(self._bus.scan_streams(self._call))
+        else:
+            self._set_keys(())
+        # First creation honours ``start``; a recreation (data lost) reads the new stream from its start.
+        self._create_groups(self._keys, self._start_id if not self._created_once else b"0")
+        self._created_once = True
+        self._setup_needed = False
+        self._reconnect.ok()
+        self._ready.set()
+
+    def _rediscover(self) -> None:
+        new = self._set_keys(self._bus.scan_streams(self._call))
+        if new:
+            log.info("%s: found %d new event type(s)", self._where(), len(new))
+            self._create_groups(new, b"0")
+
+    def _interrupt(self) -> None:
+        if self._blocked and self._client_id is not None:
+            self._bus.unblock(self._client_id)
+
+    # --- reading ------------------------------------------------------------------
+
+    def _ack_commands(self) -> list[tuple[Any, ...]]:
+        return [(b"XACK", k, self._group_b, *ids) for k, ids in self._unacked.items() if ids]
+
+    def _read(self, block_ms: int | None) -> int:
+        """Ack what is done and read the next batch in one round trip; dispatch it."""
+        cmds = self._ack_commands()
+        if block_ms is None:
+            cmds.append((*self._read_head, *self._read_tail))
+        else:
+            cmds.append((*self._read_head, b"BLOCK", block_ms, *self._read_tail))
+        self._blocked = block_ms is not None
+        try:
+            replies = self._call(cmds)
+        finally:
+            self._blocked = False
+        self._unacked = {}
+        reply = replies[-1]
+        if isinstance(reply, ResponseError):
+            if _is_nogroup(reply):
+                self._setup_needed = True
+                return 0
+            _check(reply, f"{self._where()}: XREADGROUP failed")
+        if not reply:
+            return 0
+        n = 0
+        for key, entries in reply:
+            n += self._handle(key, entries, None)
+        return n
+
+    def _handle(self, key: bytes, entries: list[Any], counts: dict[bytes, int] | None) -> int:
+        """Dispatch a batch of one stream's entries; queue the ids to ack. Returns entries handled."""
+        acks = self._unacked.setdefault(key, [])
+        type_name = self._type_of.get(key) or self._bus.type_of(key)
+        dispatch = self._dispatch
+        group, consumer = self.group, self.consumer
+        handled = 0
+        for mid, fields in entries:
+            count = 1 if counts is None else counts.get(mid, 2)
+
+            def delivery(mid: bytes = mid, count: int = count) -> Delivery:
+                return Delivery(count, "durable", mid.decode(), type_name, group, consumer)
+
+            if not fields:  # deleted while pending: nothing to deliver
+                acks.append(mid)
+                continue
+            try:
+                raw = fields[1] if fields[0] == _FIELD else _pairs(fields)[_FIELD]
+                event = _event(raw, mid.decode())
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                self._report(exc, None, delivery())
+                acks.append(mid)  # can never succeed: do not redeliver it forever
+                continue
+            if dispatch(event, delivery):
+                acks.append(mid)
+                handled += 1
+        return handled
+
+    def _claim(self) -> tuple[int, bool]:
+        """XAUTOCLAIM what other (or this) consumers left pending too long; returns (handled, more)."""
+        keys = self._keys
+        vt = self.visibility_timeout_ms
+        replies = self._call(
+            [
+                (b"XAUTOCLAIM", k, self._group_b, self._consumer_b, vt, self._claim_cursor.get(k, b"0-0"), b"COUNT", self.batch)
+                for k in keys
+            ]
+        )
+        more = False
+        claimed: list[tuple[bytes, list[Any]]] = []
+        for k, r in zip(keys, replies):
+            if isinstance(r, ResponseError):
+                if _is_nogroup(r):
+                    self._setup_needed = True
+                    return 0, False
+                _check(r, f"{self._where()}: XAUTOCLAIM on {k.decode()} failed")
+            cursor, entries = r[0], r[1]
+            self._claim_cursor[k] = cursor
+            if cursor != b"0-0":
+                more = True
+            if len(r) > 2 and r[2]:
+                log.warning(
+                    "%s: %d pending entries of %s were trimmed before being handled",
+                    self._where(),
+                    len(r[2]),
+                    k.decode(),
+                )
+            entries = [e for e in entries if e is not None]
+            if entries:
+                claimed.append((k, entries))
+        if not claimed:
+            return 0, more
+        # Claiming bumped the delivery counts; read them back for the handlers.
+        pend = self._call(
+            [
+                (b"XPENDING", k, self._group_b, es[0][0], es[-1][0], len(es) + self.batch, self._consumer_b)
+                for k, es in claimed
+            ]
+        )
+        n = 0
+        for (k, es), p in zip(claimed, pend):
+            counts = {} if isinstance(p, ResponseError) else {row[0]: int(row[3]) for row in p}
+            n += self._handle(k, es, counts)
+        return n, more
+
+    def _pending(self) -> int:
+        """Unacknowledged entries of the group on our streams (after flushing our own acks)."""
+        acks = self._ack_commands()
+        replies = self._call(acks + [(b"XPENDING", k, self._group_b) for k in self._keys])
+        self._unacked = {}
+        total = 0
+        for r in replies[len(acks) :]:
+            if isinstance(r, ResponseError):
+                if _is_nogroup(r):
+                    self._setup_needed = True
+                    return 1
+                _check(r, f"{self._where()}: XPENDING failed")
+            total += int(r[0])
+        return total
+
+    # --- the loop -----------------------------------------------------------------
+
+    def _loop(self, *, until_idle: bool, deadline: float | None, stop_event: threading.Event | None) -> None:
+        next_claim = 0.0
+        next_discover = 0.0
+        poll_ms = max(1, min(self.block_ms, int(self._claim_every * 1000)))
+        self._setup_needed = True  # every run (re)connects: the last one disconnected
+        try:
+            while not self._should_stop(stop_event):
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    log.warning(
+                        "%s: not idle when run_until_idle timed out (%s entries still pending)",
+                        self._where(),
+                        self._pending_quiet(),
+                    )
+                    return
+                try:
+                    if self._setup_needed:
+                        self._setup()
+                        next_discover = now + self._bus.discover_interval_s
+                    elif self._discover and now >= next_discover:
+                        self._rediscover()
+                        next_discover = now + self._bus.discover_interval_s
+                    if not self._keys:
+                        if until_idle:
+                            self.idle = True
+                            return
+                        self._stopping.wait(min(self._bus.discover_interval_s, self.block_ms / 1000))
+                        continue
+                    claimed, more = 0, False
+                    if until_idle or now >= next_claim:
+                        claimed, more = self._claim()
+                        next_claim = now + (0.0 if more else self._claim_every)
+                    if until_idle:
+                        if self._read(None) or claimed or more or self._setup_needed:
+                            continue
+                        if self._pending() == 0 and not self._setup_needed:
+                            self.idle = True
+                            return
+                        self._read(poll_ms)  # wait for new entries or for pending ones to age
+                    else:
+                        wait_ms = int((next_claim - time.monotonic()) * 1000)
+                        self._read(max(1, min(self.block_ms, wait_ms)))
+                except (*TRANSIENT, _Retryable) as exc:
+                    if self._conn is not None:
+                        self._conn.disconnect()
+                    self._setup_needed = True
+                    self._reconnect.failed(exc, self._stopping)
+        finally:
+            self._finish()
+
+    def _pending_quiet(self) -> str:
+        try:
+            return str(self._pending())
+        except Exception:  # noqa: BLE001 - only for the message
+            return "some"
+
+    def _finish(self) -> None:
+        """Ack what was handled; drop an auto-named consumer that holds nothing; disconnect."""
+        conn = self._conn
+        if conn is None:
+            return
+        for attempt in range(self._bus.retries + 1):
+            try:
+                if self._setup_needed:
+                    conn.disconnect()
+                    conn.connect()
+                acks = self._ack_commands()
+                if acks:
+                    self._call(acks)
+                self._unacked = {}
+                if self._auto_consumer and self._keys:
+                    pend = self._call(
+                        [(b"XPENDING", k, self._group_b, b"-", b"+", 1, self._consumer_b) for k in self._keys]
+                    )
+                    if not any(p for p in pend if not isinstance(p, ResponseError)):
+                        self._call([(b"XGROUP", b"DELCONSUMER", k, self._group_b, self._consumer_b) for k in self._keys])
+                break
+            except TRANSIENT as exc:
+                if attempt >= self._bus.retries:
+                    n = sum(len(v) for v in self._unacked.values())
+                    if n:
+                        log.warning("%s: could not ack %d handled entries (%s); they will be redelivered", self._where(), n, exc)
+                    break
+                time.sleep(self._bus.backoff(attempt))
+        conn.disconnect()
+
+
+class BroadcastSubscription(Subscription):
+    """A pub/sub listener on the bus channel; ``types`` filters here, not on the server."""
+
+    mode: Mode = "broadcast"
+
+    def __init__(
+        self,
+        bus: RedisBus,
+        handler: Handler,
+        types: tuple[str, ...] | None,
+        *,
+        block_ms: int,
+        on_error: ErrorHandler | None,
+    ) -> None:
+        super().__init__(handler, types=types, group=None, consumer=None, on_error=on_error)
+        self._bus = bus
+        self.block_ms = max(1, int(block_ms))
+        self._wanted = frozenset(types) if types is not None else None
+        self._reconnect = _Reconnecting(bus, self._where())
+
+    def _where(self) -> str:
+        return f"broadcast listener on {self._bus.channel} at {self._bus.shown_url}"
+
+    def _last_error(self) -> BaseException | None:
+        return self._reconnect.last
+
+    def _loop(self, *, until_idle: bool, deadline: float | None, stop_event: threading.Event | None) -> None:
+        quiet_s = self.block_ms / 1000
+        poll_s = min(quiet_s, BUS_BROADCAST_POLL_S)
+        pubsub = self._bus.client.pubsub()
+        subscribed = False
+        last = time.monotonic()
+        try:
+            while not self._should_stop(stop_event):
+                try:
+                    if not subscribed:
+                        pubsub.subscribe(self._bus.channel)
+                        subscribed = True
+                    msg = pubsub.get_message(timeout=poll_s)
+                except TRANSIENT as exc:
+                    self._reconnect.failed(exc, self._stopping)
+                    continue
+                now = time.monotonic()
+                if msg is None:
+                    if deadline is not None and now >= deadline:
+                        log.warning("%s: still receiving when run_until_idle timed out", self._where())
+                        return
+                    if until_idle and self._ready.is_set() and now - last >= quiet_s:
+                        self.idle = True
+                        return
+                    continue
+                last = now
+                kind = msg["type"]
+                if kind == "message":
+                    self._on_message(msg["data"])
+                elif kind == "subscribe":
+                    self._reconnect.ok()
+                    self._ready.set()
+        finally:
+            try:
+                pubsub.close()
+            except Exception as exc:  # noqa: BLE001 - closing a broken connection
+                log.debug("closing pubsub on %s: %s", self._bus.shown_url, exc)
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            event = _event(data)
+        except (ValueError, TypeError, AttributeError) as exc:
+            self._report(exc, None, Delivery(1, "broadcast"))
+            return
+        if self._wanted is not None and event.type not in self._wanted:
+            return
+        self._dispatch(event, lambda: Delivery(1, "broadcast", None, event.type))
