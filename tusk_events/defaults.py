@@ -62,6 +62,16 @@ SERVICE_BACKOFF_MAX_S = 2.0
 SERVICE_CONCURRENCY = 1
 """Consumers (threads) per service in each worker process."""
 
+SERVICE_VISIBILITY_TIMEOUT_S = 30.0
+"""Durable services: how long an event may stay unacknowledged before another consumer claims it.
+Longer than a handler's worst case, retries and their backoff included."""
+
+SERVICE_BATCH = 100
+"""Durable services: events read, deduplicated and acknowledged per round trip."""
+
+DEDUP_PREFIX = "tusk:dedup:"
+"""Key prefix of the records of handled event ids: ``tusk:dedup:<group>:<event id>``."""
+
 DEDUP_TTL_S = 7 * 24 * 3600
 """How long a service remembers that it handled an event id (idempotency window)."""
 

@@ -15,10 +15,10 @@ Every event published through the runtime (``publish(...)`` in a fujsen, :meth:`
 in host code) is appended to the event store, then published on the bus, and handled
 inline by the ``sync`` services subscribed to its type.
 
-Idempotency, exactly: after a handler returns, the runtime records ``tusk:dedup:<group>:
-<event id>`` on the bus's Redis in one MULTI with the stream acknowledgement (durable
-mode); a redelivered event whose record exists is acknowledged without running the
-handler. A worker that dies *after* the handler's effects and *before* that MULTI leaves
+Idempotency, exactly: after a handler returns, ``tusk:dedup:<group>:<event id>`` is
+recorded on the bus's Redis — in durable mode by the bus, in one MULTI with the stream
+acknowledgement, for a whole batch at once; in sync and broadcast mode right after the
+handler. An event whose record exists is acknowledged without running the handler. A worker that dies *after* the handler's effects and *before* that MULTI leaves
 the event pending: it is handled again. Effects made through ``publish`` stay exactly-once
 even then: events published while handling event E in service S get ids derived from
 (E, S, n), so the second run publishes the same ids, which the store and every consumer
@@ -42,7 +42,7 @@ from typing import Any
 from tusk_events import signals
 from tusk_events.bus import Bus, Delivery, connect, redis_client
 from tusk_events.config import TSK
-from tusk_events.defaults import DEDUP_TTL_S, DLQ_CHANNEL
+from tusk_events.defaults import DEDUP_PREFIX, DEDUP_TTL_S, DLQ_CHANNEL
 from tusk_events.dlq import DeadLetterQueue
 from tusk_events.errors import ConfigError, FujsenError
 from tusk_events.events import Event, handling, new_event
@@ -50,9 +50,6 @@ from tusk_events.helpers import shared_store
 from tusk_events.services import ServiceSpec, services
 
 log = logging.getLogger(__name__)
-
-DEDUP_PREFIX = "tusk:dedup:"
-"""Key prefix of the per-service records of handled event ids."""
 
 _ID_NAMESPACE = uuid.UUID("6f1c2a4e-8b0d-4c55-9a3e-1d2b7e0f9c31")
 
@@ -220,11 +217,15 @@ class Runtime:
     # -- handling -------------------------------------------------------------------------
 
     def process(self, svc: Service, event: Event, delivery: Delivery | None = None) -> str:
-        """Handle one event for one service; returns "handled", "duplicate" or "dead-lettered"."""
+        """Handle one event for one service; returns "handled", "duplicate" or "dead-lettered".
+
+        With a durable ``delivery`` the bus has checked and will record the event id (with
+        its ack); otherwise this does.
+        """
         spec = svc.spec
+        durable = delivery is not None and delivery.mode == "durable"
         dedup_key = f"{DEDUP_PREFIX}{spec.group}:{event.id}"
-        if self.client.exists(dedup_key):
-            self._ack(delivery)
+        if not durable and self.client.exists(dedup_key):
             with self.summary.lock:
                 self.summary.duplicates += 1
             return "duplicate"
@@ -257,23 +258,13 @@ class Runtime:
             finally:
                 _context.reset(ctx)
             seconds = time.perf_counter() - t0
-            self._mark_handled(dedup_key, delivery)
+            if not durable:
+                self.client.set(dedup_key, 1, ex=DEDUP_TTL_S)
             signals.handled.send(runtime=self, service=spec.name, event=event, seconds=seconds, attempt=attempt)
             return "handled"
         assert error is not None
         self._dead_letter(svc, event, str(error).split("\n")[0], _traceback(error), attempts, first_failed)
         return "dead-lettered"
-
-    def _mark_handled(self, dedup_key: str, delivery: Delivery | None) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(dedup_key, 1, ex=DEDUP_TTL_S)
-        if delivery is not None and delivery.mode == "durable" and delivery.message_id:
-            pipe.xack(self.bus.key(delivery.type), delivery.group, delivery.message_id)
-        pipe.execute()
-
-    def _ack(self, delivery: Delivery | None) -> None:
-        if delivery is not None and delivery.mode == "durable" and delivery.message_id:
-            self.client.xack(self.bus.key(delivery.type), delivery.group, delivery.message_id)
 
     def _dead_letter(
         self, svc: Service, event: Event, reason: str, tb: str, attempts: int, first_failed: float | None
@@ -322,6 +313,9 @@ class Runtime:
                 sub = self.bus.subscribe(
                     handler, list(svc.spec.types), group=svc.spec.group,
                     consumer=f"{self.consumer}-{svc.spec.name}-{i}", mode="durable",
+                    dedup_ttl_s=DEDUP_TTL_S,
+                    visibility_timeout_ms=int(svc.spec.visibility_timeout_s * 1000),
+                    batch=svc.spec.batch,
                 )
                 self._subscriptions.append(sub)
 

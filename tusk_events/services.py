@@ -10,6 +10,8 @@ A section is a service when it has a ``subscribe`` key::
     backoff_max: 2.0                 # cap of one delay (s)
     timeout: 1.0                     # budget of one handler call (s)
     concurrency: 1                   # consumers of this service in each process
+    visibility_timeout: 30           # durable: seconds before a dead consumer's events are claimed
+    batch: 100                       # durable: events read (and acknowledged) per round trip
     handle_fujsen = '''
     def handle(event):
         publish("welcome_email_sent", {"user_id": event["payload"]["user_id"]})
@@ -28,7 +30,9 @@ from tusk_events.defaults import (
     SERVICE_BACKOFF_MAX_S,
     SERVICE_BACKOFF_S,
     SERVICE_CONCURRENCY,
+    SERVICE_BATCH,
     SERVICE_RETRIES,
+    SERVICE_VISIBILITY_TIMEOUT_S,
 )
 from tusk_events.errors import ConfigError, FujsenError
 
@@ -39,7 +43,7 @@ Delivery = Literal["durable", "broadcast", "sync"]
 DELIVERY_MODES: tuple[str, ...] = ("durable", "broadcast", "sync")
 SERVICE_KEYS = frozenset(
     {"subscribe", "delivery", "retries", "backoff", "backoff_max", "timeout", "concurrency",
-     "group", "handler"}
+     "group", "handler", "visibility_timeout", "batch"}
 )
 
 
@@ -57,6 +61,8 @@ class ServiceSpec:
     timeout_s: float | None = None
     concurrency: int = SERVICE_CONCURRENCY
     group: str = ""
+    visibility_timeout_s: float = SERVICE_VISIBILITY_TIMEOUT_S
+    batch: int = SERVICE_BATCH
 
 
 def _number(section: str, values: dict[str, Any], key: str, default: float, *, integer: bool = False,
@@ -103,6 +109,8 @@ def parse_service(cfg: TSK, section: str, values: dict[str, Any]) -> ServiceSpec
         timeout_s=None if timeout is None else float(timeout),
         concurrency=_number(section, values, "concurrency", SERVICE_CONCURRENCY, integer=True, minimum=1),
         group=group,
+        visibility_timeout_s=float(_number(section, values, "visibility_timeout", SERVICE_VISIBILITY_TIMEOUT_S, minimum=0.01)),
+        batch=_number(section, values, "batch", SERVICE_BATCH, integer=True, minimum=1),
     )
 
 

@@ -227,6 +227,8 @@ class Subscription(ABC):
         """Events whose handler returned."""
         self.failed = 0
         """Handler calls that raised (and undecodable messages)."""
+        self.duplicates = 0
+        """Events skipped because the group had handled their id already (``dedup_ttl_s``)."""
         self.error: BaseException | None = None
         """What ended a background run, if it ended on an error."""
         self.idle = False

@@ -88,6 +88,7 @@ from tusk_events.defaults import (
 )
 from tusk_events.errors import BusError
 from tusk_events.events import Event, new_event
+from tusk_events.defaults import DEDUP_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +420,7 @@ class RedisBus(Bus):
         visibility_timeout_ms: int | None = None,
         on_error: ErrorHandler | None = None,
         start: Literal["earliest", "latest"] = "earliest",
+        dedup_ttl_s: float | None = None,
     ) -> Subscription:
         if self._closed:
             raise BusError(f"cannot subscribe on {self.shown_url}: the bus is closed")
@@ -441,6 +443,7 @@ class RedisBus(Bus):
                 visibility_timeout_ms=visibility_timeout_ms or BUS_VISIBILITY_TIMEOUT_MS,
                 on_error=on_error,
                 start=start,
+                dedup_ttl_s=dedup_ttl_s,
             )
         elif mode == "broadcast":
             sub = BroadcastSubscription(
@@ -566,6 +569,7 @@ class DurableSubscription(Subscription):
         visibility_timeout_ms: int,
         on_error: ErrorHandler | None,
         start: Literal["earliest", "latest"],
+        dedup_ttl_s: float | None = None,
     ) -> None:
         self._auto_consumer = consumer is None
         super().__init__(
@@ -589,6 +593,11 @@ class DurableSubscription(Subscription):
         self._setup_needed = True
         self._created_once = False
         self._unacked: dict[bytes, list[bytes]] = {}
+        # Idempotent consumption: ids of events handled since the last ack, recorded under
+        # DEDUP_PREFIX<group>:<id> in one MULTI with their XACK.
+        self._dedup_ttl = None if dedup_ttl_s is None else max(1, int(dedup_ttl_s))
+        self._dedup_prefix = f"{DEDUP_PREFIX}{self.group}:".encode()
+        self._done_ids: list[bytes] = []
         self._claim_cursor: dict[bytes, bytes] = {}
         self._read_head = (b"XREADGROUP", b"GROUP", self._group_b, self._consumer_b, b"COUNT", self.batch)
         self._read_tail: tuple[bytes, ...] = ()
@@ -655,7 +664,15 @@ class DurableSubscription(Subscription):
     # --- reading ------------------------------------------------------------------
 
     def _ack_commands(self) -> list[tuple[Any, ...]]:
-        return [(b"XACK", k, self._group_b, *ids) for k, ids in self._unacked.items() if ids]
+        acks = [(b"XACK", k, self._group_b, *ids) for k, ids in self._unacked.items() if ids]
+        if not self._done_ids:
+            return acks
+        marks = [(b"SET", self._dedup_prefix + i, b"1", b"EX", self._dedup_ttl) for i in self._done_ids]
+        return [(b"MULTI",), *marks, *acks, (b"EXEC",)]
+
+    def _acks_sent(self) -> None:
+        self._unacked = {}
+        self._done_ids = []
 
     def _read(self, block_ms: int | None) -> int:
         """Ack what is done and read the next batch in one round trip; dispatch it."""
@@ -669,7 +686,7 @@ class DurableSubscription(Subscription):
             replies = self._call(cmds)
         finally:
             self._blocked = False
-        self._unacked = {}
+        self._acks_sent()
         reply = replies[-1]
         if isinstance(reply, ResponseError):
             if _is_nogroup(reply):
@@ -687,15 +704,10 @@ class DurableSubscription(Subscription):
         """Dispatch a batch of one stream's entries; queue the ids to ack. Returns entries handled."""
         acks = self._unacked.setdefault(key, [])
         type_name = self._type_of.get(key) or self._bus.type_of(key)
-        dispatch = self._dispatch
         group, consumer = self.group, self.consumer
-        handled = 0
+        parsed: list[tuple[bytes, int, Event]] = []
         for mid, fields in entries:
             count = 1 if counts is None else counts.get(mid, 2)
-
-            def delivery(mid: bytes = mid, count: int = count) -> Delivery:
-                return Delivery(count, "durable", mid.decode(), type_name, group, consumer)
-
             if not fields:  # deleted while pending: nothing to deliver
                 acks.append(mid)
                 continue
@@ -703,12 +715,33 @@ class DurableSubscription(Subscription):
                 raw = fields[1] if fields[0] == _FIELD else _pairs(fields)[_FIELD]
                 event = _event(raw, mid.decode())
             except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-                self._report(exc, None, delivery())
+                self._report(exc, None, Delivery(count, "durable", mid.decode(), type_name, group, consumer))
                 acks.append(mid)  # can never succeed: do not redeliver it forever
                 continue
+            parsed.append((mid, count, event))
+        done: set[str] = set()
+        if self._dedup_ttl is not None and parsed:
+            found = self._call([(b"MGET", *(self._dedup_prefix + e.id.encode() for _, _, e in parsed))])[0]
+            if isinstance(found, ResponseError):
+                _check(found, f"{self._where()}: reading handled event ids failed")
+            done = {e.id for (_, _, e), hit in zip(parsed, found) if hit is not None}
+        dispatch = self._dispatch
+        handled = 0
+        for mid, count, event in parsed:
+            if event.id in done:  # this group handled the event already (redelivered or republished)
+                acks.append(mid)
+                self.duplicates += 1
+                continue
+
+            def delivery(mid: bytes = mid, count: int = count) -> Delivery:
+                return Delivery(count, "durable", mid.decode(), type_name, group, consumer)
+
             if dispatch(event, delivery):
                 acks.append(mid)
                 handled += 1
+                if self._dedup_ttl is not None:
+                    done.add(event.id)
+                    self._done_ids.append(event.id.encode())
         return handled
 
     def _claim(self) -> tuple[int, bool]:
@@ -762,7 +795,7 @@ class DurableSubscription(Subscription):
         """Unacknowledged entries of the group on our streams (after flushing our own acks)."""
         acks = self._ack_commands()
         replies = self._call(acks + [(b"XPENDING", k, self._group_b) for k in self._keys])
-        self._unacked = {}
+        self._acks_sent()
         total = 0
         for r in replies[len(acks) :]:
             if isinstance(r, ResponseError):
@@ -844,7 +877,7 @@ class DurableSubscription(Subscription):
                 acks = self._ack_commands()
                 if acks:
                     self._call(acks)
-                self._unacked = {}
+                self._acks_sent()
                 if self._auto_consumer and self._keys:
                     pend = self._call(
                         [(b"XPENDING", k, self._group_b, b"-", b"+", 1, self._consumer_b) for k in self._keys]
