@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tusk_events import signals
-from tusk_events.bus import Bus, Delivery, connect, redis_client
+from tusk_events.bus import ACK_ONLY, Bus, Delivery, connect, redis_client
 from tusk_events.config import TSK
 from tusk_events.defaults import DEDUP_PREFIX, DEDUP_TTL_S, DLQ_CHANNEL
 from tusk_events.dlq import DeadLetterQueue
@@ -319,9 +319,11 @@ class Runtime:
                 )
                 self._subscriptions.append(sub)
 
-    def _bus_handler(self, svc: Service) -> Callable[[Event, Delivery], None]:
-        def handle(event: Event, delivery: Delivery) -> None:
-            self.process(svc, event, delivery)
+    def _bus_handler(self, svc: Service) -> Callable[[Event, Delivery], Any]:
+        def handle(event: Event, delivery: Delivery) -> Any:
+            # a dead-lettered event is acknowledged but not recorded as handled: a redrive
+            # must reach the handler again
+            return ACK_ONLY if self.process(svc, event, delivery) == "dead-lettered" else None
 
         return handle
 

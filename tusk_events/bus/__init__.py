@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from tusk_events.bus.base import (
+    ACK_ONLY,
     Bus,
     Delivery,
     GroupInfo,
@@ -103,6 +104,7 @@ def redis_client(url: str | None = None) -> redis.Redis:
 
 
 __all__ = [
+    "ACK_ONLY",
     "BACKENDS",
     "Bus",
     "Delivery",

@@ -49,6 +49,16 @@ ErrorHandler: TypeAlias = Callable[[BaseException, "Event | None", "Delivery"], 
 EventSpec: TypeAlias = "Event | tuple[str, Any] | tuple[str, Any, Mapping[str, Any] | None]"
 
 
+class _AckOnly:
+    def __repr__(self) -> str:
+        return "ACK_ONLY"
+
+
+ACK_ONLY: Any = _AckOnly()
+"""Returned by a durable handler: acknowledge the event but do not record its id as handled
+(``dedup_ttl_s``): e.g. it was dead-lettered, and a redrive must be handled again."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """How an event reached its handler; ``count`` is 1 on the first delivery, 2 on the first retry..."""
@@ -345,20 +355,20 @@ class Subscription(ABC):
 
     # --- dispatch -----------------------------------------------------------------
 
-    def _dispatch(self, event: Event, delivery: Delivery | Callable[[], Delivery]) -> bool:
-        """Call the handler inside ``handling(event)``; True when it returned."""
+    def _dispatch(self, event: Event, delivery: Delivery | Callable[[], Delivery]) -> Any:
+        """Call the handler inside ``handling(event)``; truthy when it returned (ACK_ONLY if it said so)."""
         try:
             with handling(event):
                 if self._pass_delivery:
-                    self.handler(event, delivery if isinstance(delivery, Delivery) else delivery())
+                    result = self.handler(event, delivery if isinstance(delivery, Delivery) else delivery())
                 else:
-                    self.handler(event)
+                    result = self.handler(event)
         except Exception as exc:  # noqa: BLE001 - a failing handler must not stop the loop
             d = delivery if isinstance(delivery, Delivery) else delivery()
             self._report(exc, event, d)
             return False
         self.handled += 1
-        return True
+        return ACK_ONLY if result is ACK_ONLY else True
 
     def _report(self, exc: BaseException, event: Event | None, delivery: Delivery) -> None:
         self.failed += 1

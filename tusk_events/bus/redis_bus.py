@@ -52,6 +52,7 @@ from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from tusk_events.bus.base import (
+    ACK_ONLY,
     Bus,
     Delivery,
     ErrorHandler,
@@ -736,10 +737,11 @@ class DurableSubscription(Subscription):
             def delivery(mid: bytes = mid, count: int = count) -> Delivery:
                 return Delivery(count, "durable", mid.decode(), type_name, group, consumer)
 
-            if dispatch(event, delivery):
+            outcome = dispatch(event, delivery)
+            if outcome:
                 acks.append(mid)
                 handled += 1
-                if self._dedup_ttl is not None:
+                if self._dedup_ttl is not None and outcome is not ACK_ONLY:
                     done.add(event.id)
                     self._done_ids.append(event.id.encode())
         return handled
