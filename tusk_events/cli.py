@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-startup", action="store_true", help="do not run the startup fujsen")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--metrics-port", type=int, metavar="P", help="serve Prometheus metrics on this port")
+    p.add_argument("--isolation", choices=["inline", "process"],
+                   help="run fujsen in this process (inline) or in worker processes with OS limits")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dlq", help="inspect and redrive dead-lettered events")
@@ -140,7 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_store)
+
+    _add_observability_commands(sub)
+    _add_contract_commands(sub)
     return parser
+
+
+def _add_observability_commands(sub: Any) -> None:
+    """``stats``, ``trace`` and ``graph``: what the running system looks like."""
+
+
+def _add_contract_commands(sub: Any) -> None:
+    """``docs``: the AsyncAPI document of a config's event contracts."""
 
 
 # --- the runtime ----------------------------------------------------------------------------
@@ -153,11 +168,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from tusk_events.runtime import Runtime
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from tusk_events.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
     if args.processes > 1:
         return _run_processes(args)
-    runtime = Runtime.from_files(args.files)
+    runtime = Runtime.from_files(args.files, **({"isolation": args.isolation} if args.isolation else {}))
     with runtime:
+        if args.metrics_port:
+            from tusk_events.metrics import serve_metrics
+
+            serve_metrics(args.metrics_port, runtime)
         if args.until_idle:
             summary = runtime.run_until_idle(startup=not args.no_startup)
         else:
@@ -189,7 +210,10 @@ def _run_processes(args: argparse.Namespace) -> int:
 
         with Runtime.from_files(args.files) as rt:
             rt.run_startup()
-    cmd = [sys.executable, "-m", "tusk_events", "run", *args.files, "--no-startup", "--log-level", args.log_level]
+    cmd = [sys.executable, "-m", "tusk_events", "run", *args.files, "--no-startup",
+           "--log-level", args.log_level, "--log-format", args.log_format]
+    if args.isolation:
+        cmd += ["--isolation", args.isolation]
     if args.until_idle:
         cmd.append("--until-idle")
     if args.json:
