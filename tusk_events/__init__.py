@@ -12,6 +12,7 @@ from tusk_events.config import TSK
 from tusk_events.errors import (
     BusError,
     ConfigError,
+    ContractError,
     FujsenError,
     FujsenTimeout,
     SandboxViolation,
@@ -26,6 +27,7 @@ __all__ = [
     "TSK",
     "BusError",
     "ConfigError",
+    "ContractError",
     "FujsenError",
     "FujsenTimeout",
     "SandboxViolation",

@@ -73,9 +73,18 @@ class StoreError(TuskError):
     """The event store cannot read or write; driver errors are chained as the cause."""
 
 
+class ContractError(TuskError):
+    """An event breaks its type's contract (or has none where one is required).
+
+    The message names the event type, the contract version, the field and the rule, e.g.
+    ``user_registered v1: payload.user_id: 'abc' is not of type 'integer'``.
+    """
+
+
 __all__ = [
     "BusError",
     "ConfigError",
+    "ContractError",
     "FujsenError",
     "FujsenTimeout",
     "SandboxViolation",

@@ -22,11 +22,16 @@ from tusk_events.sandbox import CompiledFujsen
 class FujsenRunner:
     """One fujsen entry point, bound to its section's globals; call it like the function.
 
-    Every call executes the fujsen's definitions in a fresh copy of the globals (mutable
-    section values deep-copied), so one call cannot poison the next.
+    One call cannot poison the next: a fujsen cannot rebind its globals (no ``global``, no
+    ``globals()``), and when it could mutate something that outlives a call (a mutable
+    section value, default or module constant, a class) every call executes its definitions
+    in a fresh copy of the globals, mutable values deep-copied.
     """
 
-    __slots__ = ("compiled", "entry", "section", "budget_s", "_base", "_mutable", "_code", "__weakref__")
+    __slots__ = (
+        "compiled", "entry", "section", "budget_s", "_base", "_mutable", "_code", "_reusable",
+        "__weakref__",
+    )
 
     def __init__(
         self,
@@ -47,6 +52,12 @@ class FujsenRunner:
             if isinstance(v, (list, dict, set)) and not k.startswith("__")
         )
         self._code = compiled.code
+        # Nothing a call could mutate: run the definitions once and reuse the function.
+        self._reusable = None
+        if compiled.stateless and not self._mutable:
+            g = self._base.copy()
+            exec(self._code, g)
+            self._reusable = g[entry]
 
     @property
     def name(self) -> str:
@@ -56,15 +67,18 @@ class FujsenRunner:
         return f"<fujsen {self.section}.{self.entry} from {self.compiled.filename}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        g = self._base.copy()
-        for key in self._mutable:
-            g[key] = copy.deepcopy(g[key])
         st = budget.state()
         saved = st.begin(self.budget_s)
         try:
             try:
-                exec(self._code, g)  # definitions only: the policy guarantees it
-                result = g[self.entry](*args, **kwargs)
+                fn = self._reusable
+                if fn is None:
+                    g = self._base.copy()
+                    for key in self._mutable:
+                        g[key] = copy.deepcopy(g[key])
+                    exec(self._code, g)  # definitions only: the policy guarantees it
+                    fn = g[self.entry]
+                result = fn(*args, **kwargs)
             finally:
                 timed_out, memory, violation = st.end(saved)
         except BaseException as err:  # noqa: BLE001 - everything is translated below

@@ -84,6 +84,9 @@ class CompiledFujsen:
     functions: tuple[str, ...]
     filename: str
     first_line: int
+    stateless: bool = False
+    """True when executing the definitions creates nothing a call could mutate (no classes,
+    no mutable module constants or defaults): the functions can then be reused across calls."""
 
 
 def _where(filename: str, node: ast.AST) -> str:
@@ -521,8 +524,36 @@ def compile_fujsen(
     ast.fix_missing_locations(new_tree)
     code = compile(new_tree, filename, "exec", dont_inherit=True)
     return CompiledFujsen(
-        name=name, code=code, functions=tuple(functions), filename=filename, first_line=first_line
+        name=name, code=code, functions=tuple(functions), filename=filename,
+        first_line=first_line, stateless=_stateless(tree),
     )
+
+
+_IMMUTABLE_LITERALS = (ast.Constant,)
+
+
+def _immutable_literal(node: ast.AST | None) -> bool:
+    if node is None or isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.Tuple):
+        return all(_immutable_literal(e) for e in node.elts)
+    if isinstance(node, ast.UnaryOp):
+        return _immutable_literal(node.operand)
+    return False
+
+
+def _stateless(tree: ast.Module) -> bool:
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ClassDef):
+            return False
+        if isinstance(stmt, ast.Assign) and not _immutable_literal(stmt.value):
+            return False
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            defaults = node.args.defaults + node.args.kw_defaults
+            if not all(_immutable_literal(d) for d in defaults):
+                return False
+    return True
 
 
 def _is_literal(node: ast.AST) -> bool:
