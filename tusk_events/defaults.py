@@ -148,3 +148,86 @@ BUS_MEMORY_DEFAULT_NAME = "default"
 
 BUS_MEMORY_REDIS_VERSION = (7, 0)
 """The Redis version the embedded server imitates (reply shapes of XAUTOCLAIM, XINFO...)."""
+
+# --- observability -------------------------------------------------------------------------
+
+METRICS_ADDR = "0.0.0.0"
+"""Where ``--metrics-port`` listens: every interface, so a Prometheus on another host can scrape."""
+
+METRICS_HANDLING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Histogram buckets (seconds) of one handler attempt: fujsen take 0.1-10 ms, their budget is 1 s."""
+
+METRICS_END_TO_END_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)
+"""Histogram buckets (seconds) from an event's timestamp to its handler returning: queueing,
+retries and their backoff included, so the tail reaches minutes."""
+
+METRICS_SUPERVISOR_ENV_VAR = "TUSK_METRICS_SUPERVISOR"
+"""Set by ``run --processes N --metrics-port P`` for its workers: count into the shared
+multiprocess directory and serve nothing (the supervisor serves the sums)."""
+
+# --- store -----------------------------------------------------------------------------------
+
+STORE_REPLAY_BATCH = 1000
+"""Rows per round trip of a replay: enough to amortise the query, few enough to stay small."""
+
+FUJSEN_SQL_MAX_ROWS = 100_000
+"""Rows one fujsen ``query()`` may return; a larger result is refused, not loaded into memory."""
+
+FUJSEN_SQL_TIMEOUT_S = 5.0
+"""Longest run of one fujsen SQL statement (SQLite progress handler, PostgreSQL statement_timeout)."""
+
+FUJSEN_SQL_MAX_LENGTH = 16 * 1024 * 1024
+"""Largest string or blob, in bytes, on the fujsen SQLite connection (SQLITE_LIMIT_LENGTH)."""
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long a SQLite write waits for another process's write lock before it fails."""
+
+SQLITE_SYNCHRONOUS = "FULL"
+"""SQLite fsync policy: FULL keeps committed events through a power cut (``?synchronous=normal``
+in the URL trades that for speed)."""
+
+POSTGRES_POOL_MIN_SIZE = 1
+"""Connections the PostgreSQL store keeps open while idle."""
+
+POSTGRES_POOL_MAX_SIZE = 10
+"""Most connections the PostgreSQL store opens; a running replay holds one."""
+
+POSTGRES_FUJSEN_POOL_MAX_SIZE = 4
+"""Most connections for fujsen SQL: a pool of its own, so fujsen cannot starve the store."""
+
+POSTGRES_POOL_TIMEOUT_S = 30.0
+"""How long a call waits for a free pooled connection before it fails."""
+
+POSTGRES_CONNECT_TIMEOUT_S = 10
+"""libpq ``connect_timeout`` when the store URL sets none."""
+
+POSTGRES_APPEND_CHUNK = 2000
+"""Events per INSERT statement inside one ``append_many`` transaction."""
+
+# --- contracts ---------------------------------------------------------------------------
+
+CONTRACTS_SECTION = "contracts"
+"""The section that declares event contracts; its blocks are schemas, not settings."""
+
+CONTRACT_UNKNOWN_EVENTS = "allow"
+"""What happens to an event type without a contract when ``unknown_events`` is not set."""
+
+SCHEMA_VERSION_KEY = "schema_version"
+"""Metadata key of the contract version an event's payload follows (stamped on publish)."""
+
+CONTRACT_DEFAULT_DRAFT = "http://json-schema.org/draft-07/schema#"
+"""JSON Schema draft of a contract without ``$schema``: the one AsyncAPI 3.0 payloads use."""
+
+CONTRACT_VALUE_SHOWN = 80
+"""Longest rendering of a payload value in a contract error message (characters)."""
+
+CONTRACT_REF_DEPTH = 32
+"""How deep the compatibility check follows ``$ref`` and nesting before it stops."""
+
+ASYNCAPI_VERSION = "3.0.0"
+"""The AsyncAPI specification version of ``tusk-events docs`` documents."""
+
+ASYNCAPI_DEFAULT_API_VERSION = "1.0.0"
+"""``info.version`` of a document whose ``[contracts]`` names no ``api_version``."""

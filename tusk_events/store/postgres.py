@@ -1,0 +1,558 @@
+"""The PostgreSQL event store: psycopg 3 with a connection pool, in one schema.
+
+The store lives in the first schema of the connection's search_path (``public`` unless the
+URL says otherwise, e.g. ``?options=-csearch_path%3Devents``); all its SQL names that schema
+explicitly. Columns and timestamp rules are those of the SQLite store (see
+:mod:`tusk_events.store.base`); text is compared byte-wise (``COLLATE "C"``) so timestamps
+order the same way on both. ``datetime('now')`` and ``datetime(value, '+N unit', ...)`` exist
+as a SQL function in the schema, returning SQLite's ``'YYYY-MM-DD HH:MM:SS'`` in UTC, so the
+docs' SQL runs unchanged.
+
+Writers take a transaction-scoped advisory lock before inserting, so ids are handed out and
+committed in the same order and a replay cursor (``after_id``) cannot skip a slow
+transaction's row. Replay reads through a server-side cursor, ``batch`` rows per fetch.
+
+Fujsen SQL runs on its own small pool, each statement in a transaction that first does
+``SET LOCAL ROLE`` to a role made for this schema (``tusk_fujsen_<schema>_<hash>``: NOLOGIN,
+no attributes, member of nothing, granted only USAGE on the schema and SELECT, INSERT,
+UPDATE, DELETE on ``event_store``), pins ``search_path`` to the schema (then ``pg_temp``), and
+sets ``statement_timeout``. The role cannot read ``tusk_schema`` or other schemas' tables,
+change the schema, write files (``COPY ... TO`` is refused before it reaches the server, and
+``pg_read_file``, ``lo_export`` and server-side COPY need superuser or ``pg_*`` roles), or set
+explicit ids (identity column). Because a session whose login user is a superuser could switch
+the role back with ``set_config('role', ...)``, the statement guard refuses every known way of
+doing that (see :mod:`tusk_events.store.sqlguard`) and the store checks after each statement
+that the role and search_path are still the ones it set, rolling back otherwise. Connecting
+the store as a non-superuser owner narrows what such a switch could reach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Generator, Iterable, Iterator
+from itertools import islice, starmap
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tusk_events.defaults import (
+    FUJSEN_SQL_MAX_ROWS,
+    FUJSEN_SQL_TIMEOUT_S,
+    POSTGRES_APPEND_CHUNK,
+    POSTGRES_CONNECT_TIMEOUT_S,
+    POSTGRES_FUJSEN_POOL_MAX_SIZE,
+    POSTGRES_POOL_MAX_SIZE,
+    POSTGRES_POOL_MIN_SIZE,
+    POSTGRES_POOL_TIMEOUT_S,
+)
+from tusk_events.errors import StoreError
+from tusk_events.events import Event
+from tusk_events.store import sqlguard, timestamps
+from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
+from tusk_events.store.timestamps import CANONICAL_PATTERN
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'tusk_events[postgres]'"
+_URL_OPTIONS = {"pool_min_size": "min_size", "pool_max_size": "max_size"}
+
+
+def _driver() -> tuple[Any, Any]:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError as e:
+        raise StoreError(
+            f"the PostgreSQL event store needs psycopg 3 and psycopg-pool: {INSTALL_HINT}"
+        ) from e
+    return psycopg, psycopg_pool
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def fujsen_role_name(database: str, schema: str) -> str:
+    """The role fujsen SQL runs as for one store: one per database and schema, at most 63 bytes."""
+    digest = hashlib.sha256(f"{database}\0{schema}".encode()).hexdigest()[:12]
+    readable = re.sub(r"[^a-z0-9_]", "", schema.lower())[:30]
+    return f"tusk_fujsen_{readable}_{digest}"
+
+
+def _lock_key(purpose: str, database: str, schema: str) -> int:
+    digest = hashlib.sha256(f"tusk_events:{purpose}:{database}:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def migrations(schema: str) -> dict[int, list[str]]:
+    """Schema changes by version, for the (quoted) schema; each list runs in one transaction."""
+    s = schema
+    return {
+        1: [
+            f"""CREATE FUNCTION {s}.datetime(value text, VARIADIC modifiers text[] DEFAULT '{{}}')
+                RETURNS text LANGUAGE sql STABLE
+                SET timezone = 'UTC' SET search_path = pg_catalog
+                AS $fn$ SELECT to_char(value::timestamptz + COALESCE(
+                    (SELECT sum(m::interval) FROM unnest(modifiers) AS m), interval '0'),
+                    'YYYY-MM-DD HH24:MI:SS') $fn$""",
+            f"""CREATE TABLE {s}.event_store (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                event_type text COLLATE "C" NOT NULL,
+                payload text,
+                timestamp text COLLATE "C" NOT NULL DEFAULT {s}.datetime('now')
+                    CHECK (timestamp ~ '{CANONICAL_PATTERN}'),
+                event_id text UNIQUE,
+                metadata text
+            )""",
+            f"CREATE INDEX event_store_ts ON {s}.event_store (timestamp)",
+            f"CREATE INDEX event_store_type_ts ON {s}.event_store (event_type, timestamp)",
+            f"CREATE INDEX event_store_type_id ON {s}.event_store (event_type, id)",
+        ],
+    }
+
+
+def _split_url(url: str) -> tuple[str, dict[str, int], str]:
+    """(conninfo for libpq, pool options, URL without password)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict[str, int] = {}
+    rest = []
+    for key, value in query:
+        if key in _URL_OPTIONS:
+            try:
+                options[_URL_OPTIONS[key]] = int(value)
+            except ValueError as e:
+                raise StoreError(f"bad {key} in the store URL: {value!r}") from e
+        else:
+            rest.append((key, value))
+    scheme = "postgresql"
+    conninfo = urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(":" + parts.password + "@", ":***@", 1)
+    shown = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return conninfo, options, shown
+
+
+def _batched(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    it = iter(rows)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _number_loaders() -> tuple[type, type]:
+    """numeric as int or float, like SQLite returns: fujsen get JSON-ready values."""
+    from psycopg.types.numeric import NumericBinaryLoader, NumericLoader
+
+    def convert(d: Any) -> Any:
+        if d.is_finite() and d.as_tuple().exponent >= 0:
+            return int(d)
+        return float(d)
+
+    class Number(NumericLoader):  # type: ignore[misc]
+        def load(self, data: Any) -> Any:
+            return convert(super().load(data))
+
+    class NumberBinary(NumericBinaryLoader):  # type: ignore[misc]
+        def load(self, data: Any) -> Any:
+            return convert(super().load(data))
+
+    return Number, NumberBinary
+
+
+class PostgresStore(EventStore):
+    """Event store in a PostgreSQL schema."""
+
+    backend = "postgresql"
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        fujsen_max_size: int = POSTGRES_FUJSEN_POOL_MAX_SIZE,
+        timeout: float = POSTGRES_POOL_TIMEOUT_S,
+    ) -> None:
+        self._psycopg, self._psycopg_pool = psycopg, psycopg_pool = _driver()
+        conninfo, url_options, self.url = _split_url(url)
+        min_size = (
+            url_options.get("min_size", POSTGRES_POOL_MIN_SIZE) if min_size is None else min_size
+        )
+        max_size = (
+            url_options.get("max_size", POSTGRES_POOL_MAX_SIZE) if max_size is None else max_size
+        )
+        if min_size < 0 or max_size < max(min_size, 1):
+            raise StoreError(f"bad pool sizes: min {min_size}, max {max_size}")
+        self._conninfo = conninfo
+        self._kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in conninfo:
+            self._kwargs["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
+        self._timeout = timeout
+        self._fujsen_max_size = fujsen_max_size
+        self._fujsen_pool: Any = None
+        self._fujsen_lock = threading.Lock()
+        self._closed = False
+        try:
+            with psycopg.connect(conninfo, **self._kwargs) as conn:
+                self._inspect(conn)
+                self._migrate(conn)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot open the PostgreSQL store {self.url}: {e}") from e
+        self._pool = psycopg_pool.ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=self._kwargs,
+            open=False,
+            timeout=timeout,
+            name=f"tusk-events-{self.schema}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except psycopg_pool.PoolTimeout as e:
+            self._pool.close()
+            raise StoreError(f"cannot open a connection pool to {self.url}: {e}") from e
+
+    # --- setup -----------------------------------------------------------------------------
+
+    def _inspect(self, conn: Any) -> None:
+        schema, database, superuser, shown_schema = conn.execute(
+            "SELECT current_schema(), current_database(), "
+            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+            "quote_ident(current_schema())"
+        ).fetchone()
+        if schema is None:
+            raise StoreError(
+                f"no schema of the search_path of {self.url} exists; create it first "
+                "(the store lives in the first schema of the search_path)"
+            )
+        if "%" in schema:
+            raise StoreError(f"schema names with '%' are not supported: {schema!r}")
+        self.schema: str = schema
+        self.database: str = database
+        self._superuser = bool(superuser)
+        self.fujsen_role = fujsen_role_name(database, schema)
+        s = quote_ident(schema)
+        self._s = s
+        t = f"{s}.event_store"
+        self._write_lock = _lock_key("append", database, schema)
+        self._sql = {
+            "insert_one": (
+                f"INSERT INTO {t} (event_id, event_type, payload, metadata, timestamp) "
+                "SELECT %s::text, %s::text, %s::text, %s::text, %s::text "
+                "FROM (SELECT pg_advisory_xact_lock(%s)) AS serialised "
+                "ON CONFLICT (event_id) DO NOTHING"
+            ),
+            "insert_many": (
+                f"INSERT INTO {t} (event_id, event_type, payload, metadata, timestamp) "
+                "SELECT u.event_id, u.event_type, u.payload, u.metadata, u.ts "
+                "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
+                "WITH ORDINALITY AS u(event_id, event_type, payload, metadata, ts, n) "
+                "ORDER BY u.n ON CONFLICT (event_id) DO NOTHING"
+            ),
+            "lock": "SELECT pg_advisory_xact_lock(%s)",
+            "select": f"SELECT {COLUMNS} FROM {t}",
+            "count": f"SELECT count(*) FROM {t}",
+            "types": (
+                f"SELECT event_type, count(*) FROM {t} GROUP BY event_type ORDER BY event_type"
+            ),
+            "bounds": (
+                f"SELECT (SELECT min(timestamp) FROM {t}), (SELECT max(timestamp) FROM {t}), "
+                f"(SELECT max(id) FROM {t})"
+            ),
+        }
+        role = quote_ident(self.fujsen_role)
+        timeout_ms = int(FUJSEN_SQL_TIMEOUT_S * 1000)
+        self._fujsen_prologue = {
+            write: (f"SELECT pg_advisory_xact_lock({self._write_lock}); " if write else "")
+            + f"SET LOCAL ROLE {role}; SET LOCAL search_path = {s}, pg_temp; "
+            f"SET LOCAL statement_timeout = {timeout_ms}; "
+            "SET LOCAL standard_conforming_strings = on; SET LOCAL TimeZone = 'UTC'"
+            for write in (False, True)
+        }
+        # search_path as the server shows it back (quotes only where needed)
+        self._fujsen_expect = (self.fujsen_role, f"{shown_schema}, pg_temp")
+
+    def _migrate(self, conn: Any) -> None:
+        s = self._s
+        with conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s)",
+                (_lock_key("migrate", self.database, self.schema),),
+            )
+            # Check first: CREATE ... IF NOT EXISTS needs CREATE on the schema even when the
+            # table is there, and users other than the owner may open the store.
+            if conn.execute("SELECT to_regclass(%s)", (f"{s}.tusk_schema",)).fetchone()[0] is None:
+                conn.execute(
+                    f"CREATE TABLE {s}.tusk_schema "
+                    "(component text PRIMARY KEY, version integer NOT NULL)"
+                )
+            row = conn.execute(
+                f"SELECT version FROM {s}.tusk_schema WHERE component = 'event_store'"
+            ).fetchone()
+            current = row[0] if row else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"schema {self.schema} has store schema version {current}; this version "
+                    f"of tusk_events reads up to {SCHEMA_VERSION}"
+                )
+            steps = migrations(s)
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in steps[version]:
+                    conn.execute(statement)
+            if current != SCHEMA_VERSION:
+                conn.execute(
+                    f"INSERT INTO {s}.tusk_schema (component, version) VALUES ('event_store', %s) "
+                    "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (SCHEMA_VERSION,),
+                )
+            self._fujsen_unavailable = self._ensure_role(conn)
+
+    def _ensure_role(self, conn: Any) -> str | None:
+        """Create and grant the fujsen role; return why fujsen SQL is unavailable, or None."""
+        psycopg = self._psycopg
+        role, s = quote_ident(self.fujsen_role), self._s
+        try:
+            with conn.transaction():  # a savepoint: a refusal leaves the migration intact
+                attrs = conn.execute(
+                    "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls "
+                    "OR rolreplication OR rolcanlogin, "
+                    "EXISTS (SELECT 1 FROM pg_auth_members WHERE member = r.oid) "
+                    "FROM pg_roles r WHERE rolname = %s",
+                    (self.fujsen_role,),
+                ).fetchone()
+                if attrs is None:
+                    conn.execute(f"CREATE ROLE {role} NOLOGIN NOINHERIT")
+                elif attrs[0] or attrs[1]:
+                    return (
+                        f"role {self.fujsen_role} exists with privileges or memberships of its "
+                        "own; fujsen SQL will not run as it"
+                    )
+                # Grant only what is missing, so users other than the owner can open the store.
+                schema_ok, table_ok, member_ok = conn.execute(
+                    "SELECT has_schema_privilege(%(r)s, %(s)s, 'USAGE'), "
+                    "bool_and(has_table_privilege(%(r)s, %(t)s, p)), "
+                    "pg_has_role(current_user, %(r)s, 'USAGE') "
+                    "FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p",
+                    {"r": self.fujsen_role, "s": self.schema, "t": f"{s}.event_store"},
+                ).fetchone()
+                if not schema_ok:
+                    conn.execute(f"GRANT USAGE ON SCHEMA {s} TO {role}")
+                if not table_ok:
+                    conn.execute(
+                        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.event_store TO {role}"
+                    )
+                if not member_ok:
+                    conn.execute(f"GRANT {role} TO CURRENT_USER")
+        except psycopg.errors.InsufficientPrivilege as e:
+            reason = (
+                f"cannot create or grant role {self.fujsen_role} ({e.diag.message_primary}); "
+                f"create it (NOLOGIN) and grant it to the store's user"
+            )
+            log.warning("fujsen SQL disabled for %s: %s", self.url, reason)
+            return reason
+        return None
+
+    # --- pool ------------------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._closed:
+            raise StoreError("the event store is closed")
+        return self._pool.connection()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+        if self._fujsen_pool is not None:
+            self._fujsen_pool.close()
+
+    def _error(self, what: str, e: Exception) -> StoreError:
+        detail = getattr(getattr(e, "diag", None), "message_primary", None) or str(e)
+        return StoreError(f"{what}: {detail}")
+
+    @property
+    def schema_version(self) -> int:
+        with self._connection() as conn:
+            return conn.execute(
+                f"SELECT version FROM {self._s}.tusk_schema WHERE component = 'event_store'"
+            ).fetchone()[0]
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def append(self, event: Event) -> bool:
+        row = event_row(event)
+        try:
+            with self._connection() as conn:
+                cur = conn.execute(self._sql["insert_one"], (*row, self._write_lock))
+                return cur.rowcount == 1
+        except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
+            raise self._error(f"cannot append event {event.id}", e) from e
+
+    def append_many(self, events: Iterable[Event]) -> int:
+        added = 0
+        sql = self._sql["insert_many"]
+        try:
+            with self._connection() as conn, conn.transaction():
+                conn.execute(self._sql["lock"], (self._write_lock,))
+                for chunk in _batched(map(event_row, events), POSTGRES_APPEND_CHUNK):
+                    columns = [list(c) for c in zip(*chunk)]
+                    added += conn.execute(sql, columns).rowcount
+        except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
+            raise self._error("cannot append events", e) from e
+        return added
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._connection() as conn:
+                return conn.execute(sql, params).fetchall()
+        except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
+            raise self._error(f"cannot read the PostgreSQL store {self.url}", e) from e
+
+    def _replay_sql(self, type: str | None, since: str | None) -> str:
+        sql = self._sql["select"] + " WHERE id > %s"
+        if type is not None:
+            sql += " AND event_type = %s"
+        if since is not None:
+            sql += " AND timestamp > %s"
+        return sql + " ORDER BY id"
+
+    def _replay(
+        self, type: str | None, since: str | None, after_id: int, batch: int
+    ) -> Generator[Iterable[StoredEvent], None, None]:
+        sql = self._replay_sql(type, since)
+        params = (after_id, *(v for v in (type, since) if v is not None))
+        fetch = f"FETCH FORWARD {batch} FROM tusk_replay"
+        try:
+            # A server-side cursor, declared and fetched by hand: cheaper per batch than
+            # psycopg's named cursor, which composes its FETCH anew on every call.
+            with self._connection() as conn, conn.transaction():
+                cur = conn.cursor(binary=True)
+                cur.execute("DECLARE tusk_replay NO SCROLL CURSOR FOR " + sql, params)
+                while rows := cur.execute(fetch).fetchall():
+                    yield starmap(StoredEvent, rows)
+        except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
+            raise self._error(f"cannot replay from {self.url}", e) from e
+
+    def explain_replay(self, type: str | None = None, since: Any = None) -> list[str]:
+        """The query plan replay uses for these filters (for diagnostics and tests).
+
+        Planned as a cursor, like replay: the planner then favours plans that start fast.
+        """
+        since_text = None if since is None else timestamps.canonical(since)
+        sql = "EXPLAIN DECLARE tusk_explain NO SCROLL CURSOR FOR " + self._replay_sql(
+            type, since_text
+        )
+        params = (0, *(v for v in (type, since_text) if v is not None))
+        return [r[0] for r in self._fetch(sql, params)]
+
+    def _count(self, type: str | None, since: str | None) -> int:
+        clauses, params = [], []
+        if type is not None:
+            clauses.append("event_type = %s")
+            params.append(type)
+        if since is not None:
+            clauses.append("timestamp > %s")
+            params.append(since)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        return self._fetch(self._sql["count"] + where, tuple(params))[0][0]
+
+    def stats(self) -> dict[str, Any]:
+        types = dict(self._fetch(self._sql["types"]))
+        first, last, last_seq = self._fetch(self._sql["bounds"])[0]
+        return {
+            "backend": self.backend,
+            "url": self.url,
+            "schema_version": self.schema_version,
+            "total": sum(types.values()),
+            "types": types,
+            "first_timestamp": first,
+            "last_timestamp": last,
+            "last_seq": last_seq,
+        }
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        rows = self._fetch(self._sql["select"] + " WHERE event_id = %s", (event_id,))
+        return StoredEvent(*rows[0]) if rows else None
+
+    # --- fujsen SQL ------------------------------------------------------------------------
+
+    def _fujsen_connection(self) -> Any:
+        if self._closed:
+            raise StoreError("the event store is closed")
+        if self._fujsen_unavailable:
+            raise StoreError(f"fujsen SQL is unavailable on this store: {self._fujsen_unavailable}")
+        with self._fujsen_lock:
+            if self._fujsen_pool is None:
+                self._fujsen_pool = self._open_fujsen_pool()
+        return self._fujsen_pool.connection()
+
+    def _open_fujsen_pool(self) -> Any:
+        number, number_binary = _number_loaders()
+
+        def configure(conn: Any) -> None:
+            conn.adapters.register_loader("numeric", number)
+            conn.adapters.register_loader("numeric", number_binary)
+
+        pool = self._psycopg_pool.ConnectionPool(
+            self._conninfo,
+            min_size=0,
+            max_size=self._fujsen_max_size,
+            kwargs=self._kwargs,
+            configure=configure,
+            open=False,
+            timeout=self._timeout,
+            name=f"tusk-fujsen-{self.schema}",
+        )
+        pool.open()
+        return pool
+
+    def _run_fujsen(
+        self, checked: sqlguard.Checked, params: tuple[Any, ...], *, want_rows: bool
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        return self._run_restricted(
+            checked.sql, params, want_rows=want_rows, write=checked.verb != "select"
+        )
+
+    def _run_restricted(
+        self, sql: str, params: tuple[Any, ...] = (), *, want_rows: bool = True, write: bool = True
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Run SQL as the fujsen role (no statement guard): (rows, rowcount)."""
+        psycopg = self._psycopg
+        errors = psycopg.errors
+        try:
+            with self._fujsen_connection() as conn, conn.transaction():
+                conn.execute(self._fujsen_prologue[write])
+                with conn.cursor() as cur:
+                    # binary results use the extended protocol: one statement, always.
+                    cur.execute(sql, params, binary=True)
+                    rows = []
+                    if want_rows and cur.description is not None:
+                        rows = cur.fetchmany(FUJSEN_SQL_MAX_ROWS + 1)
+                    rowcount = cur.rowcount
+                state = conn.execute(
+                    "SELECT current_user, current_setting('search_path')"
+                ).fetchone()
+                if tuple(state) != self._fujsen_expect:
+                    raise sqlguard.refuse("changing the session role or search_path")
+        except errors.InsufficientPrivilege as e:
+            raise sqlguard.SqlRefused(f"statement refused: {e.diag.message_primary}") from e
+        except errors.QueryCanceled as e:
+            raise StoreError(f"fujsen SQL ran longer than {FUJSEN_SQL_TIMEOUT_S} s") from e
+        except (psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
+            raise self._error("fujsen SQL failed", e) from e
+        return self._limit_rows(rows), rowcount
+
+
+def open_postgres(url: str, **options: Any) -> PostgresStore:
+    return PostgresStore(url, **options)
+
+
+__all__ = ["INSTALL_HINT", "PostgresStore", "fujsen_role_name", "migrations", "open_postgres"]

@@ -1,0 +1,332 @@
+"""The first gate for SQL that fujsen send through ``query()``/``execute()``.
+
+Fujsen SQL is untrusted: a config author writes it, and it runs against the store. What this
+module enforces, on both backends, before the database sees the text:
+
+1. **Placeholders only.** Values travel as parameters bound to ``?``; the number of ``?`` must
+   match the number of values. Other parameter styles (``?1``, ``:name``, ``@name``,
+   ``$name``, ``$1``) are refused, so ``?`` is the one convention that works everywhere.
+2. **One statement.** A ``;`` may only end the text; a second statement is refused.
+3. **Statement allowlist.** The first keyword must be SELECT, INSERT, UPDATE, DELETE or WITH.
+4. **No hidden writes.** INSERT/UPDATE/DELETE/MERGE may only be the top-level verb: inside
+   parentheses (a data-modifying CTE ``WITH x AS (DELETE ...)``, which PostgreSQL would run)
+   they are refused, so a WITH statement writes only through its main verb, as on SQLite.
+   ``FOR UPDATE`` row locks stay allowed. ``INTO`` is allowed only in INSERT (``SELECT ... INTO``
+   creates a table on PostgreSQL).
+5. **Denied names.** On both: ``tusk_schema`` and ``load_extension``; on SQLite also its
+   schema tables (``sqlite_master``, ``sqlite_sequence``...) and the shell's file functions.
+   On PostgreSQL: functions and views that could undo the sandbox's ``SET LOCAL ROLE`` or
+   escape it (``set_config``, ``pg_settings``, the ``*_to_xml*`` family, ``ts_stat`` and
+   ``ts_rewrite``, which run SQL given as text), leave state behind in the session or the
+   database (advisory locks, large objects, ``pg_notify``), or reach the server's files and
+   processes. Unicode-escaped names (``U&"..."``) are refused because they could spell any
+   of them.
+
+The scanner knows each dialect's quoting (strings, quoted identifiers, comments, and
+PostgreSQL's ``E''`` and dollar-quoted strings), so a keyword inside a string literal is not
+mistaken for code, and code is never mistaken for a literal. Anything it cannot read
+unambiguously is refused. The databases then enforce the second gate: an authorizer on
+SQLite, a low-privilege role on PostgreSQL (see the backends).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from tusk_events.errors import StoreError
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+class SqlRefused(StoreError):
+    """Fujsen SQL that the store will not run; the message names the rule.
+
+    ``refused`` tells callers that catch :class:`StoreError` that the SQL itself was at fault
+    (the sandbox reports it as a violation), not the database.
+    """
+
+    refused = True
+
+
+def refuse(what: str, hint: str = "") -> SqlRefused:
+    """The error for a refused construct: ``statement refused: ATTACH is not allowed ...``."""
+    tail = f" ({hint})" if hint else ""
+    return SqlRefused(f"statement refused: {what} is not allowed in fujsen SQL{tail}")
+
+
+ALLOWED_FIRST = frozenset({"select", "insert", "update", "delete", "with"})
+_DML = frozenset({"insert", "update", "delete", "merge"})
+_VERBS = frozenset({"select", "insert", "update", "delete"})
+
+_PG_DENIED_NAMES = frozenset(
+    {
+        "set_config",
+        "pg_settings",
+        "ts_stat",
+        "ts_rewrite",
+        "pg_notify",
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_stat_file",
+        "pg_reload_conf",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_rotate_logfile",
+        "pg_file_write",
+        "pg_file_rename",
+        "pg_file_unlink",
+        "pg_logdir_ls",
+        "pg_execute_server_program",
+        "overriding",
+    }
+)
+_PG_DENIED_PREFIXES = ("lo_", "pg_advisory", "pg_try_advisory", "dblink", "pg_ls_")
+_PG_DENIED_INFIX = "_to_xml"
+
+_COMMON_DENIED_NAMES = frozenset({"tusk_schema", "load_extension"})
+_SQLITE_DENIED_NAMES = _COMMON_DENIED_NAMES | {
+    "fts3_tokenizer",
+    "readfile",
+    "writefile",
+    "edit",
+    "sqlite_master",
+    "sqlite_schema",
+    "sqlite_temp_master",
+    "sqlite_temp_schema",
+    "sqlite_sequence",
+}
+
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """SQL that passed the guard: the text to send and its top-level verb."""
+
+    sql: str
+    verb: str
+    placeholders: int
+
+
+@dataclass(slots=True)
+class _Tok:
+    kind: str  # "word", "ident", "string", "param", "punct", "number", "op"
+    text: str
+    depth: int
+
+
+def _is_ident_start(ch: str) -> bool:
+    return ch.isalpha() or ch == "_" or ord(ch) > 127
+
+
+def _is_ident_char(ch: str) -> bool:
+    return ch.isalnum() or ch in "_$" or ord(ch) > 127
+
+
+def _scan(sql: str, dialect: Dialect) -> tuple[list[_Tok], list[int]]:
+    """Tokens (comments dropped) and the offsets of the ``?`` placeholders."""
+    pg = dialect == "postgresql"
+    toks: list[_Tok] = []
+    params: list[int] = []
+    depth = 0
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch.isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif sql.startswith("/*", i):
+            i = _skip_block_comment(sql, i, nested=pg)
+        elif ch == "'":
+            i = _skip_string(sql, i, backslashes=False)
+            toks.append(_Tok("string", "", depth))
+        elif ch == '"' or (not pg and ch in "`["):
+            close = {"[": "]"}.get(ch, ch)
+            j = i + 1
+            buf = []
+            while True:
+                k = sql.find(close, j)
+                if k < 0:
+                    raise refuse("an unterminated quoted identifier")
+                buf.append(sql[j:k])
+                if close != "]" and sql.startswith(close * 2, k):
+                    buf.append(close)
+                    j = k + 2
+                    continue
+                i = k + 1
+                break
+            toks.append(_Tok("ident", "".join(buf).lower(), depth))
+        elif ch == "?":
+            if i + 1 < n and sql[i + 1].isdigit():
+                raise refuse("a numbered placeholder (?NNN)", "use plain ?")
+            params.append(i)
+            toks.append(_Tok("param", "?", depth))
+            i += 1
+        elif pg and ch == "$":
+            m = _DOLLAR_TAG.match(sql, i)
+            if m is None:
+                raise refuse("a $ parameter", "use ? placeholders")
+            end = sql.find(m.group(0), m.end())
+            if end < 0:
+                raise refuse("an unterminated dollar-quoted string")
+            i = end + len(m.group(0))
+            toks.append(_Tok("string", "", depth))
+        elif pg and sql.startswith("::", i):
+            toks.append(_Tok("op", "::", depth))
+            i += 2
+        elif (
+            (ch == ":" or (not pg and ch in "$@"))
+            and i + 1 < n
+            and (_is_ident_start(sql[i + 1]) or (not pg and sql[i + 1].isdigit()))
+        ):
+            raise refuse(f"a named parameter ({ch}name)", "use ? placeholders")
+        elif _is_ident_start(ch):
+            j = i + 1
+            while j < n and _is_ident_char(sql[j]):
+                j += 1
+            word = sql[i:j].lower()
+            if pg and word == "u" and sql.startswith("&", j):
+                raise refuse("a Unicode-escaped name or string (U&)")
+            if pg and word == "e" and sql.startswith("'", j):
+                i = _skip_string(sql, j, backslashes=True)
+                toks.append(_Tok("string", "", depth))
+                continue
+            toks.append(_Tok("word", word, depth))
+            i = j
+        elif ch.isdigit() or (ch == "." and i + 1 < n and sql[i + 1].isdigit()):
+            j = i + 1
+            while j < n and (sql[j].isalnum() or sql[j] in "._"):
+                if sql[j] in "eE" and j + 1 < n and sql[j + 1] in "+-":
+                    j += 1
+                j += 1
+            toks.append(_Tok("number", sql[i:j], depth))
+            i = j
+        elif ch == "(":
+            toks.append(_Tok("punct", ch, depth))
+            depth += 1
+            i += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise refuse("an unbalanced ')'")
+            toks.append(_Tok("punct", ch, depth))
+            i += 1
+        elif ch in ";,.":
+            toks.append(_Tok("punct", ch, depth))
+            i += 1
+        else:
+            toks.append(_Tok("op", ch, depth))
+            i += 1
+    if depth:
+        raise refuse("an unbalanced '('")
+    return toks, params
+
+
+def _skip_block_comment(sql: str, i: int, *, nested: bool) -> int:
+    if not nested:
+        j = sql.find("*/", i + 2)
+        return len(sql) if j < 0 else j + 2  # SQLite: an open comment runs to the end
+    level, j = 0, i
+    while j < len(sql):
+        if sql.startswith("/*", j):
+            level += 1
+            j += 2
+        elif sql.startswith("*/", j):
+            level -= 1
+            j += 2
+            if level == 0:
+                return j
+        else:
+            j += 1
+    raise refuse("an unterminated comment")
+
+
+def _skip_string(sql: str, i: int, *, backslashes: bool) -> int:
+    j = i + 1
+    n = len(sql)
+    while j < n:
+        ch = sql[j]
+        if backslashes and ch == "\\":
+            j += 2
+            continue
+        if ch == "'":
+            if j + 1 < n and sql[j + 1] == "'":
+                j += 2
+                continue
+            return j + 1
+        j += 1
+    raise refuse("an unterminated string literal")
+
+
+def _denied_name(name: str, dialect: Dialect) -> bool:
+    if dialect == "sqlite":
+        return name in _SQLITE_DENIED_NAMES
+    return (
+        name in _PG_DENIED_NAMES
+        or name in _COMMON_DENIED_NAMES
+        or name.startswith(_PG_DENIED_PREFIXES)
+        or _PG_DENIED_INFIX in name
+    )
+
+
+def check(sql: str, nparams: int, dialect: Dialect) -> Checked:
+    """Check fujsen SQL against the rules above; raise :class:`SqlRefused` with the reason."""
+    if not isinstance(sql, str):
+        raise SqlRefused(f"statement refused: SQL must be text, not {type(sql).__name__}")
+    toks, params = _scan(sql, dialect)
+    while toks and toks[-1].kind == "punct" and toks[-1].text == ";":
+        toks.pop()
+    if not toks:
+        raise SqlRefused("statement refused: the SQL text is empty")
+    if any(t.kind == "punct" and t.text == ";" for t in toks):
+        raise refuse("a second statement", "one statement per call")
+    first = toks[0]
+    if first.kind != "word" or first.text not in ALLOWED_FIRST:
+        shown = first.text.upper() if first.kind == "word" else repr(first.text or first.kind)
+        raise refuse(shown, "only SELECT, INSERT, UPDATE, DELETE and WITH")
+    verb = first.text
+    if verb == "with":
+        verb = next(
+            (t.text for t in toks[1:] if t.kind == "word" and t.depth == 0 and t.text in _VERBS), ""
+        )
+        if not verb:
+            raise refuse("a WITH statement without SELECT, INSERT, UPDATE or DELETE")
+    prev = ""
+    for t in toks:
+        if t.kind in ("word", "ident"):
+            if (
+                t.kind == "word"
+                and t.depth > 0
+                and t.text in _DML
+                and not (t.text == "update" and prev in ("for", "key"))
+            ):
+                raise refuse(f"{t.text.upper()} inside WITH or a subquery", "data-modifying CTE")
+            if t.kind == "word" and t.text == "into" and verb != "insert":
+                raise refuse("INTO outside INSERT", "SELECT ... INTO creates a table")
+            if _denied_name(t.text, dialect):
+                raise refuse(f"{t.text}")
+            prev = t.text
+        else:
+            prev = ""
+    if len(params) != nparams:
+        raise SqlRefused(
+            f"statement refused: it has {len(params)} ? placeholder(s) but {nparams} "
+            "parameter(s) were given"
+        )
+    text = sql
+    if dialect == "postgresql":
+        # psycopg reads %s placeholders and %% everywhere in the text, literals included.
+        pieces, last = [], 0
+        for pos in params:
+            pieces.append(sql[last:pos].replace("%", "%%"))
+            last = pos + 1
+        pieces.append(sql[last:].replace("%", "%%"))
+        text = "%s".join(pieces)
+    return Checked(text, verb, len(params))
+
+
+__all__ = ["ALLOWED_FIRST", "Checked", "Dialect", "SqlRefused", "check", "refuse"]
