@@ -59,6 +59,14 @@ def postgres_url() -> Iterator[str]:
     try:
         yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
     finally:
+        # the store creates a low-privilege role per schema for fujsen SQL: drop it too
+        from tusk_events.store.postgres import fujsen_role_name
+
+        database = conn.execute("SELECT current_database()").fetchone()[0]
+        role = fujsen_role_name(database, schema)
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
         conn.close()
 
