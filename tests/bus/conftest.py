@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,9 @@ def url(request: pytest.FixtureRequest, memory_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def bus(url: str) -> Iterator[Bus]:
-    b = connect(url, retries=1, retry_backoff_s=0.01)
+    # pub/sub channels are server-wide (not per database): a channel of its own keeps a
+    # test deaf to anything else publishing on the same server
+    b = connect(url, retries=1, retry_backoff_s=0.01, channel=f"tusk_events.{uuid.uuid4().hex[:8]}")
     yield b
     b.close()
 

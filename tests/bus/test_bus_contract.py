@@ -240,7 +240,7 @@ def test_docs_envelope_without_id_is_accepted(bus: Bus, url: str) -> None:
     doc = {"type": "legacy", "payload": {"k": 1}, "metadata": {}, "timestamp": time.time()}
     got: list[Event] = []
     with bus.subscribe(got.append, mode="broadcast"):
-        r.publish("tusk_events", json.dumps(doc))
+        r.publish(bus.channel, json.dumps(doc))
         wait_until(lambda: len(got) == 1)
     assert got[0].type == "legacy" and got[0].payload == {"k": 1} and got[0].id
     # the same envelope written straight to the stream: its entry id stands in for the event id
@@ -265,7 +265,7 @@ class _RedisModule:
 
 def test_docs_fujsen_interoperate_with_the_bus(bus: Bus, url: str) -> None:
     scope: dict[str, Any] = {"redis": _RedisModule, "json": json, "time": time, "event_bus": url,
-                             "event_channel": "tusk_events"}
+                             "event_channel": bus.channel}
     exec(_docs_fujsen("publish_event"), scope)  # noqa: S102 - the docs' own code
     exec(_docs_fujsen("subscribe_events"), scope)  # noqa: S102
 
@@ -294,7 +294,7 @@ def test_docs_fujsen_interoperate_with_the_bus(bus: Bus, url: str) -> None:
 
     t = threading.Thread(target=listen, daemon=True)
     t.start()
-    wait_until(lambda: redis_client(url).pubsub_numsub("tusk_events")[0][1] >= 1)
+    wait_until(lambda: redis_client(url).pubsub_numsub(bus.channel)[0][1] >= 1)
     bus.publish("ignored", 0)
     sent = bus.publish("user_registered", {"user": "grace"})
     t.join(5)
@@ -421,7 +421,8 @@ def test_group_is_recreated_when_its_stream_disappears(bus: Bus, url: str) -> No
 
 def test_publish_to_durable_or_broadcast_only(url: str) -> None:
     for publish_to, in_stream, on_channel in (("durable", 1, 0), ("broadcast", 0, 1)):
-        with connect(url, publish_to=publish_to, stream_prefix=f"{publish_to}:") as b:
+        with connect(url, publish_to=publish_to, stream_prefix=f"{publish_to}:",
+                     channel=f"tusk_events.{publish_to}.{time.monotonic_ns()}") as b:
             heard: list[Event] = []
             with b.subscribe(heard.append, mode="broadcast"):
                 b.publish("a", 1)
