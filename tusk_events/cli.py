@@ -40,7 +40,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         sections = cfg.sections()
         n_fujsen = sum(len(cfg.fujsen_names(s)) for s in sections)
-        problems = _check_services(cfg)
+        from tusk_events.contracts import check_contracts
+
+        problems = _check_services(cfg) + check_contracts(cfg, against=getattr(args, "against", None))
         if problems:
             for p in problems:
                 print(f"{path}: {p}", file=sys.stderr)
@@ -77,7 +79,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
         print(f"argument is not JSON: {err}", file=sys.stderr)
         return 2
     try:
-        cfg = _load(args.file)
+        from tusk_events.config import TSK
+
+        cfg = TSK.from_file(args.file, isolation=args.isolation)
         result = cfg.execute_fujsen(args.section, args.name, *fn_args)
     except TuskError as err:
         print(str(err), file=sys.stderr)
@@ -94,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="parse configs and compile their fujsen")
     p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--against", metavar="OLD",
+                   help="also report contract changes since OLD.tsk that break existing consumers")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("show", help="print the parsed values of a config")
@@ -106,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("section")
     p.add_argument("name")
     p.add_argument("args", nargs="*", metavar="JSON_ARG")
+    p.add_argument("--isolation", choices=["inline", "process"],
+                   help="run the fujsen in this process (inline) or in a worker process with OS limits")
     p.set_defaults(func=cmd_exec)
 
     p = sub.add_parser("run", help="run the services of one or more configs")
@@ -153,9 +161,66 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_observability_commands(sub: Any) -> None:
     """``stats``, ``trace`` and ``graph``: what the running system looks like."""
 
+    def lazy(module: str, name: str) -> Any:
+        """The command function ``module.name``, imported only when that command runs."""
+
+        def run(args: argparse.Namespace) -> int:
+            import importlib
+
+            return int(getattr(importlib.import_module(module), name)(args))
+
+        return run
+
+    p = sub.add_parser("stats", help="stream lengths, consumer lag and pending, dead-letter queue sizes")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
+    p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
+    p.add_argument("--json", action="store_true", help="one JSON object (per refresh)")
+    p.set_defaults(func=lazy("tusk_events.metrics", "cmd_stats"))
+
+    p = sub.add_parser("trace", help="one flow from the event store, as a causation tree")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("trace_id", metavar="TRACE_ID", help="a trace id (or the id of one of its events)")
+    p.add_argument("--format", choices=["text", "mermaid", "json"], default="text")
+    p.add_argument("--since", metavar="ISO", help="only look at events after this time (UTC)")
+    p.set_defaults(func=lazy("tusk_events.tracing", "cmd_trace"))
+
+    p = sub.add_parser("graph", help="draw the services, event types and DLQs the configs declare")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    p.set_defaults(func=lazy("tusk_events.graph", "cmd_graph"))
+
 
 def _add_contract_commands(sub: Any) -> None:
     """``docs``: the AsyncAPI document of a config's event contracts."""
+
+    def cmd_docs(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from tusk_events.asyncapi import document, format_for, render
+        from tusk_events.config import TSK
+
+        configs = [TSK.from_file(path) for path in args.files]
+        fmt = args.format or format_for(args.output)
+        doc = document(configs, title=args.title)
+        text = render(doc, fmt)
+        if args.output is None or args.output == "-":
+            sys.stdout.write(text)
+            return 0
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{args.output}: AsyncAPI {doc['asyncapi']} ({fmt}), {len(doc['channels'])} channels, "
+              f"{len(doc['components']['messages'])} messages, {len(doc['operations'])} operations",
+              file=sys.stderr)
+        return 0
+
+    p = sub.add_parser("docs", help="write the AsyncAPI 3.0 document of the configs' events")
+    p.add_argument("files", nargs="+", metavar="FILE", help="configs run together (one or more)")
+    p.add_argument("--format", choices=["yaml", "json", "html"],
+                   help="yaml (needs PyYAML), json, or one self-contained html page; "
+                        "default: from -o's extension, else yaml")
+    p.add_argument("-o", "--output", metavar="OUT", help="write here instead of to stdout")
+    p.add_argument("--title", help="the document's title (default: [contracts] title)")
+    p.set_defaults(func=cmd_docs)
 
 
 # --- the runtime ----------------------------------------------------------------------------
@@ -205,6 +270,11 @@ def _run_processes(args: argparse.Namespace) -> int:
     if first.bus_url.startswith("memory://"):
         raise ConfigError("--processes needs a bus shared between processes (redis://...); "
                           f"this config uses {first.bus_url}")
+    if args.metrics_port:
+        # one endpoint here, summing what the workers write to a multiprocess dir they inherit
+        from tusk_events.metrics import supervise_metrics
+
+        supervise_metrics(args.metrics_port, args.files)
     if not args.no_startup:
         from tusk_events.runtime import Runtime
 
@@ -218,6 +288,8 @@ def _run_processes(args: argparse.Namespace) -> int:
         cmd.append("--until-idle")
     if args.json:
         cmd.append("--json")
+    if args.metrics_port:
+        cmd += ["--metrics-port", str(args.metrics_port)]
     workers = [subprocess.Popen(cmd) for _ in range(args.processes)]
 
     def forward(signum: int, _frame: Any) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tusk_events.contracts import Contracts
 from tusk_events.defaults import (
     BUS_ENV_VAR,
     DEFAULT_BUS_URL,
@@ -70,8 +71,13 @@ class TSK:
         env: Mapping[str, str] | None = None,
         fujsen_timeout: float | None = None,
         text: str | None = None,
+        isolation: str | None = None,
     ) -> None:
+        from tusk_events.isolation import isolation_level
+
         self.data = data
+        # "inline" or "process" (worker pool); the argument overrides the config's `isolation`
+        self.isolation = isolation_level(data, isolation)
         self.path = path
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.fujsen_timeout = FUJSEN_TIMEOUT_S if fujsen_timeout is None else float(fujsen_timeout)
@@ -85,6 +91,7 @@ class TSK:
         )
         self._bus: Any = None
         self._compile_all()
+        self.contracts = Contracts.load(data, path=self._filename, lines=self._lines)
 
     # -- loading ------------------------------------------------------------------------
 
@@ -96,6 +103,7 @@ class TSK:
         env: Mapping[str, str] | None = None,
         path: str | None = None,
         fujsen_timeout: float | None = None,
+        isolation: str | None = None,
     ) -> TSK:
         """Parse ``text``; ``env`` is what ``@env`` reads (default ``os.environ``)."""
         from tusk_events.parser import load
@@ -103,7 +111,7 @@ class TSK:
         parsed = load(text, env=env, path=path)
         return cls(
             parsed.data, value_lines=parsed.value_lines, path=path, env=env,
-            fujsen_timeout=fujsen_timeout, text=text,
+            fujsen_timeout=fujsen_timeout, text=text, isolation=isolation,
         )
 
     @classmethod
@@ -113,6 +121,7 @@ class TSK:
         *,
         env: Mapping[str, str] | None = None,
         fujsen_timeout: float | None = None,
+        isolation: str | None = None,
     ) -> TSK:
         """Read and parse a .tsk file; errors carry its path."""
         p = Path(path)
@@ -120,7 +129,9 @@ class TSK:
             text = p.read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"cannot read {p}: {err.strerror or err}") from err
-        return cls.from_string(text, env=env, path=str(path), fujsen_timeout=fujsen_timeout)
+        return cls.from_string(
+            text, env=env, path=str(path), fujsen_timeout=fujsen_timeout, isolation=isolation
+        )
 
     @staticmethod
     def _register_source(text: str | None) -> str:
@@ -181,7 +192,8 @@ class TSK:
                 if isinstance(value, dict):
                     name = f"{prefix}.{key}" if prefix else key
                     out[name] = value
-                    walk(name, value)
+                    if not Contracts.owns(name):  # schemas are data, not settings
+                        walk(name, value)
 
         walk("", self.data)
         return out
@@ -222,7 +234,8 @@ class TSK:
                 from tusk_events.bus import connect
 
                 channel = self.get_value_anywhere("event_channel")
-                self._bus = connect(self.bus_url, **({"channel": channel} if isinstance(channel, str) else {}))
+                bus = connect(self.bus_url, **({"channel": channel} if isinstance(channel, str) else {}))
+                self._bus = self.contracts.guard(bus)
             return self._bus.publish(type, payload, metadata=dict(metadata or {})).to_dict()
 
         if not isinstance(type, str) or not type:
@@ -303,6 +316,13 @@ class TSK:
             timeout = self.fujsen_timeout
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             raise FujsenError(f"[{section}] fujsen_timeout must be a positive number of seconds")
+        if self.isolation == "process":
+            from tusk_events.isolation import IsolatedRunner, pool_for
+
+            return IsolatedRunner(  # type: ignore[return-value]  # same call interface
+                compiled, entry, section, self._section_globals(section), float(timeout),
+                pool=pool_for(self),
+            )
         return FujsenRunner(compiled, entry, section, self._section_globals(section), float(timeout))
 
     def _section_globals(self, section: str) -> dict[str, Any]:

@@ -231,3 +231,38 @@ ASYNCAPI_VERSION = "3.0.0"
 
 ASYNCAPI_DEFAULT_API_VERSION = "1.0.0"
 """``info.version`` of a document whose ``[contracts]`` names no ``api_version``."""
+
+# --- isolation ---------------------------------------------------------------------------
+
+ISOLATION_DEFAULT = "inline"
+"""Where fujsen run when neither the config (``isolation``) nor the caller says: this process."""
+
+ISOLATION_WORKERS = 2
+"""Worker processes of a pool (``isolation_workers``); calls beyond that wait for a free one."""
+
+ISOLATION_MAX_WORKERS = 64
+"""Largest ``isolation_workers`` a config may ask for."""
+
+ISOLATION_MEMORY_LIMIT = 1 << 30
+"""Address space a worker may add to its size at start (RLIMIT_AS; ``isolation_memory_mb``)."""
+
+ISOLATION_RECYCLE_RSS = 256 << 20
+"""Growth of a worker's peak resident memory after which it is replaced (or half its limit)."""
+
+ISOLATION_CPU_LIMIT_S = 600
+"""RLIMIT_CPU of a worker: a lifetime backstop; it retires at 90 % (budgets are wall-clock)."""
+
+ISOLATION_MAX_OPEN_FILES = 16
+"""RLIMIT_NOFILE of a worker: its pipes, /dev/null and the odd file an import opens."""
+
+ISOLATION_KILL_GRACE_S = 0.25
+"""How long past its budget the parent waits for a call before it SIGKILLs the worker."""
+
+ISOLATION_START_TIMEOUT_S = 10.0
+"""How long a new worker may take to say hello (import, limits, network namespace)."""
+
+ISOLATION_MAX_MESSAGE = 256 << 20
+"""Largest frame on a worker's pipes: arguments, results and helper replies beyond are refused."""
+
+ISOLATION_ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ")
+"""The only environment variables a worker inherits (secrets of the host stay with the host)."""

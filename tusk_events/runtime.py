@@ -42,6 +42,7 @@ from typing import Any
 from tusk_events import signals
 from tusk_events.bus import ACK_ONLY, Bus, Delivery, connect, redis_client
 from tusk_events.config import TSK
+from tusk_events.contracts import Contracts
 from tusk_events.defaults import DEDUP_PREFIX, DEDUP_TTL_S, DLQ_CHANNEL
 from tusk_events.dlq import DeadLetterQueue
 from tusk_events.errors import ConfigError, FujsenError
@@ -151,6 +152,7 @@ class Runtime:
             raise ConfigError("the runtime needs at least one config")
         self.configs = list(configs)
         _check_duplicate_sections(self.configs)
+        self.contracts = Contracts.merge(cfg.contracts for cfg in self.configs)
         first = self.configs[0]
         self.bus_url = bus_url or first.bus_url
         self.store_url = store_url or first.store_url
@@ -183,9 +185,14 @@ class Runtime:
 
     @classmethod
     def from_files(
-        cls, paths: Iterable[str], *, env: Mapping[str, str] | None = None, **options: Any
+        cls,
+        paths: Iterable[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        isolation: str | None = None,
+        **options: Any,
     ) -> Runtime:
-        return cls([TSK.from_file(p, env=env) for p in paths], **options)
+        return cls([TSK.from_file(p, env=env, isolation=isolation) for p in paths], **options)
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -195,9 +202,11 @@ class Runtime:
         event = new_event(type, payload, metadata)
         if ctx is not None:
             event.id = ctx.next_id()
+            event.metadata.setdefault("service", ctx.service)  # who published it: the trace's edge label
         return self.publish_event(event, publisher=ctx.service if ctx else None)
 
     def publish_event(self, event: Event, *, publisher: str | None = None) -> Event:
+        self.contracts.check_outgoing(event)  # ContractError: nothing stored or sent
         self.store.append(event)
         self.bus.publish_event(event)
         signals.published.send(runtime=self, event=event, service=publisher)
@@ -235,6 +244,10 @@ class Runtime:
                 svc, event, f"delivered {delivery.count} times without completing (worker crashed?)",
                 "", delivery.count, None,
             )
+            return "dead-lettered"
+        reason = self.contracts.check_incoming(event)
+        if reason is not None:  # no retry can make it valid: straight to the DLQ, handler not called
+            self._dead_letter(svc, event, reason, "", 0, None)
             return "dead-lettered"
         first_failed: float | None = None
         error: FujsenError | None = None
@@ -421,7 +434,7 @@ def _check_duplicate_sections(configs: Sequence[TSK]) -> None:
     seen: dict[str, str] = {}
     for cfg in configs:
         for name in cfg.data:
-            if not isinstance(cfg.data[name], dict):
+            if not isinstance(cfg.data[name], dict) or Contracts.owns(name):  # contracts merge
                 continue
             if name in seen:
                 raise ConfigError(

@@ -43,7 +43,7 @@ Delivery = Literal["durable", "broadcast", "sync"]
 DELIVERY_MODES: tuple[str, ...] = ("durable", "broadcast", "sync")
 SERVICE_KEYS = frozenset(
     {"subscribe", "delivery", "retries", "backoff", "backoff_max", "timeout", "concurrency",
-     "group", "handler", "visibility_timeout", "batch"}
+     "group", "handler", "visibility_timeout", "batch", "publishes"}
 )
 
 

@@ -1,0 +1,1046 @@
+"""Event contracts: the payload schema, version and description of each event type, in the .tsk.
+
+A config declares them in a ``[contracts]`` section, one block per event type::
+
+    [contracts]
+    unknown_events: "allow"          # or "reject": an event type without a contract is refused
+    title: "Sign-up events"          # optional: the AsyncAPI document's title...
+    api_version: "1.2.0"             # ...and version (``tusk-events docs``)
+
+    user_registered {
+        version: 1                   # optional, 1 by default
+        description: "A person signed up"
+        schema: {
+            type: "object"
+            required: ["user_id", "email"]
+            properties: {
+                user_id: {type: "integer", minimum: 1}
+                email: {type: "string"}
+                code: {type: "string", pattern: '^[A-Z]{2}\\d+$'}
+            }
+        }
+    }
+
+    # several versions of one type: one block per version, named v<N>
+    profile_created {
+        description: "A profile exists for a user"     # shared by the versions
+        v1 {
+            schema: {type: "object", required: ["user_id"]}
+        }
+        v2 {
+            description: "adds the display name"
+            schema: '{"type": "object", "required": ["user_id", "display_name"]}'
+        }
+    }
+
+    # a type that is not a bare word: a quoted key and an object
+    "order.placed": {
+        schema: {type: "object"}
+    }
+
+A schema is JSON Schema, draft-07 unless its ``$schema`` names draft-04, draft-06 or 2019-09
+(draft-07 is what AsyncAPI 3.0 message payloads are written in), written as TuskLang objects
+or as a JSON string. ``$ref`` may only point inside the schema (``#/definitions/...``): loading
+a config never fetches anything. Write patterns in single quotes, which keep backslashes.
+Formats (``email``, ``date-time``, ``uri``...) are checked. Every schema is compiled (with
+fastjsonschema) when the config is loaded; a broken one is a :class:`ConfigError`.
+
+Versions and events: an event carries the version its payload follows in
+``metadata["schema_version"]``. Publishing through the runtime (``publish`` in a fujsen,
+:meth:`Runtime.publish` / ``publish_event`` in host code), through a TSK's own ``publish``
+helper, or through a bus wrapped by :meth:`Contracts.guard` checks the payload against that
+version, or against the latest one (and stamps it) when the event names none; a payload that
+breaks it raises :class:`ContractError` and nothing is stored or sent. Events that reach a
+service from elsewhere are checked the same way before the handler runs; one that breaks its
+contract goes to the service's dead-letter queue with the reason (``attempts`` 0: the handler
+was never called). The contract section of several configs run together is merged.
+
+Evolution: :func:`compare` lists what changed between two configs' contracts and which
+changes break existing consumers (``tusk-events check NEW --against OLD``). Compatibility
+means both ways: events valid under the old contract still pass the new one (stored events,
+producers not yet redeployed), and consumers written for the old contract still find every
+field they read, with the type and values they expect. Which fields a consumer reads is
+taken from its handler's source (``x["field"]``, ``x.get("field")``), by name.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Self
+
+from tusk_events.defaults import (
+    CONTRACT_DEFAULT_DRAFT,
+    CONTRACT_REF_DEPTH,
+    CONTRACT_UNKNOWN_EVENTS,
+    CONTRACT_VALUE_SHOWN,
+    CONTRACTS_SECTION,
+    SCHEMA_VERSION_KEY,
+)
+from tusk_events.errors import ConfigError, ContractError
+from tusk_events.events import Event, new_event
+
+if TYPE_CHECKING:
+    from tusk_events.bus import Bus
+    from tusk_events.config import TSK
+
+UNKNOWN_EVENTS_MODES: tuple[str, ...] = ("allow", "reject")
+_SECTION_SETTINGS = frozenset({"unknown_events", "title", "api_version", "description"})
+_CONTRACT_KEYS = frozenset({"version", "description", "schema"})
+_VERSION_BLOCK = re.compile(r"v([1-9][0-9]*)")
+_DRAFTS = (("draft-04", "draft-04"), ("draft-06", "draft-06"), ("draft-07", "draft-07"),
+           ("draft/2019-09", "2019-09"))
+_REMOTE_SCHEMES = ("http", "https", "file", "ftp")
+
+
+# --- the model ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContractVersion:
+    """One version of one event type's contract, its validator compiled once."""
+
+    type: str
+    version: int
+    description: str
+    schema: Any
+    """The JSON Schema as written (a dict, or a boolean)."""
+    draft: str
+    validator: Callable[..., Any] = field(repr=False, compare=False)
+    where: str = field(default="", compare=False)
+    """``path:line`` of its declaration, for messages."""
+
+    def violation(self, payload: Any) -> str | None:
+        """Why ``payload`` breaks this version (``type vN: payload.field: rule``), or None."""
+        try:
+            self.validator(payload, name_prefix="payload")
+        except _value_error() as err:
+            return f"{self.type} v{self.version}: {_describe(err)}"
+        return None
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Every declared version of one event type's contract."""
+
+    type: str
+    description: str
+    versions: Mapping[int, ContractVersion]
+    """By version number, ascending."""
+
+    @cached_property
+    def latest(self) -> ContractVersion:
+        """The version an event without ``schema_version`` is checked against (and stamped with)."""
+        return self.versions[max(self.versions)]
+
+
+class Contracts:
+    """The contracts of one config (or of several, merged), and the checks made with them.
+
+    An empty instance (no ``[contracts]`` section) checks nothing and costs one attribute
+    test per event.
+    """
+
+    def __init__(
+        self,
+        contracts: Mapping[str, Contract] | None = None,
+        *,
+        unknown_events: str = CONTRACT_UNKNOWN_EVENTS,
+        title: str | None = None,
+        api_version: str | None = None,
+        description: str | None = None,
+        sources: Sequence[str] = (),
+    ) -> None:
+        if unknown_events not in UNKNOWN_EVENTS_MODES:
+            raise ConfigError(f"unknown_events must be one of {', '.join(UNKNOWN_EVENTS_MODES)}, "
+                              f"not {unknown_events!r}")
+        self._by_type: dict[str, Contract] = dict(contracts or {})
+        self.unknown_events = unknown_events
+        self.title = title
+        self.api_version = api_version
+        self.description = description
+        self.sources = tuple(sources)
+        self._reject_unknown = unknown_events == "reject"
+        self.active = bool(self._by_type) or self._reject_unknown
+        """False when there is nothing to check: the checks return at once."""
+
+    # -- access ------------------------------------------------------------------------------
+
+    def __bool__(self) -> bool:
+        return self.active
+
+    def __len__(self) -> int:
+        return len(self._by_type)
+
+    def __iter__(self) -> Iterator[Contract]:
+        return iter(self._by_type.values())
+
+    def __contains__(self, event_type: object) -> bool:
+        return event_type in self._by_type
+
+    def get(self, event_type: str) -> Contract | None:
+        return self._by_type.get(event_type)
+
+    @property
+    def types(self) -> list[str]:
+        return list(self._by_type)
+
+    def __repr__(self) -> str:
+        return f"<Contracts {', '.join(self._by_type) or 'none'}; unknown_events={self.unknown_events}>"
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @staticmethod
+    def owns(section: str) -> bool:
+        """Whether ``section`` (a dotted name) is the contracts section, whose blocks and schemas
+        are not settings: :meth:`TSK.sections` does not list them and fujsen do not see them."""
+        return section == CONTRACTS_SECTION
+
+    @classmethod
+    def load(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        path: str | None = None,
+        lines: Mapping[tuple[str, ...], int] | None = None,
+    ) -> Contracts:
+        """The contracts of a parsed config (``TSK.data``); ConfigError says what and where."""
+        section = data.get(CONTRACTS_SECTION)
+        if section is None:
+            return cls(sources=(path,) if path else ())
+        loader = _Loader(path or "<string>", lines or {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{loader.where()}[{CONTRACTS_SECTION}] must be a section")
+        settings: dict[str, Any] = {}
+        contracts: dict[str, Contract] = {}
+        for key, value in section.items():
+            if isinstance(value, dict):
+                contracts[key] = loader.contract(key, value)
+            elif key in _SECTION_SETTINGS:
+                if not isinstance(value, str):
+                    raise ConfigError(f"{loader.where(key)}[{CONTRACTS_SECTION}] {key} must be a string, "
+                                      f"not {value!r}")
+                settings[key] = value
+            else:
+                known = ", ".join(sorted(_SECTION_SETTINGS))
+                raise ConfigError(
+                    f"{loader.where(key)}[{CONTRACTS_SECTION}] unknown setting {key!r} (settings: {known}; "
+                    "a contract is a block: name { schema: {...} })"
+                )
+        unknown = settings.pop("unknown_events", CONTRACT_UNKNOWN_EVENTS)
+        if unknown not in UNKNOWN_EVENTS_MODES:
+            raise ConfigError(f"{loader.where('unknown_events')}[{CONTRACTS_SECTION}] unknown_events must be "
+                              f"one of {', '.join(UNKNOWN_EVENTS_MODES)}, not {unknown!r}")
+        return cls(contracts, unknown_events=unknown, sources=(loader.path,), **settings)
+
+    @classmethod
+    def merge(cls, many: Iterable[Contracts]) -> Contracts:
+        """One set from the contracts of several configs run together.
+
+        Versions of one type declared in different configs add up; one version declared twice
+        must be the same schema. ``unknown_events`` is "reject" when any config says so.
+        """
+        parts = list(many)
+        if len(parts) == 1:
+            return parts[0]
+        merged: dict[str, dict[int, ContractVersion]] = {}
+        descriptions: dict[str, str] = {}
+        for part in parts:
+            for contract in part:
+                versions = merged.setdefault(contract.type, {})
+                descriptions.setdefault(contract.type, contract.description)
+                for number, cv in contract.versions.items():
+                    seen = versions.get(number)
+                    if seen is not None and seen.schema != cv.schema:
+                        raise ConfigError(
+                            f"contract {contract.type} v{number} is declared twice with different "
+                            f"schemas ({seen.where} and {cv.where})"
+                        )
+                    versions.setdefault(number, cv)
+        contracts = {
+            t: Contract(t, descriptions[t], {n: vs[n] for n in sorted(vs)}) for t, vs in merged.items()
+        }
+        reject = any(p.unknown_events == "reject" for p in parts)
+
+        def first(attr: str) -> str | None:
+            return next((getattr(p, attr) for p in parts if getattr(p, attr)), None)
+
+        return cls(
+            contracts, unknown_events="reject" if reject else "allow", title=first("title"),
+            api_version=first("api_version"), description=first("description"),
+            sources=[s for p in parts for s in p.sources],
+        )
+
+    # -- checking ----------------------------------------------------------------------------
+
+    def violation(self, event: Event) -> str | None:
+        """Why ``event`` breaks its contract, or None when it keeps it (or has none to keep)."""
+        contract = self._by_type.get(event.type)
+        if contract is None:
+            if self._reject_unknown:
+                return f"{event.type}: no contract for this event type (unknown_events is \"reject\")"
+            return None
+        wanted = event.metadata.get(SCHEMA_VERSION_KEY) if isinstance(event.metadata, dict) else None
+        if wanted is None:
+            return contract.latest.violation(event.payload)
+        cv = contract.versions.get(wanted) if type(wanted) is int else None
+        if cv is None:
+            known = ", ".join(str(n) for n in contract.versions)
+            return f"{event.type}: no contract version {wanted!r} (versions: {known})"
+        return cv.violation(event.payload)
+
+    def check_outgoing(self, event: Event) -> Event:
+        """Refuse an event about to be published that breaks its contract; stamp its version.
+
+        Raises :class:`ContractError`; returns the event, ``metadata["schema_version"]`` set
+        to the version it was checked against when it had none.
+        """
+        if not self.active:
+            return event
+        reason = self.violation(event)
+        if reason is not None:
+            raise ContractError(reason)
+        contract = self._by_type.get(event.type)
+        if contract is not None and event.metadata.get(SCHEMA_VERSION_KEY) is None:
+            event.metadata[SCHEMA_VERSION_KEY] = contract.latest.version
+        return event
+
+    def check_incoming(self, event: Event) -> str | None:
+        """The dead-letter reason for an event a service received, or None when it may be handled."""
+        if not self.active:
+            return None
+        reason = self.violation(event)
+        return None if reason is None else f"contract violation: {reason}"
+
+    def validate(self, event_type: str, payload: Any, version: int | None = None) -> int | None:
+        """Check one payload; returns the version it follows (None: the type has no contract)."""
+        metadata = {} if version is None else {SCHEMA_VERSION_KEY: version}
+        event = self.check_outgoing(Event(event_type, payload, metadata))
+        return event.metadata.get(SCHEMA_VERSION_KEY)
+
+    def guard(self, bus: Bus) -> Bus:
+        """``bus`` with its publishing checked against these contracts (``bus`` itself when
+        there is nothing to check, so an uncontracted config pays nothing)."""
+        if not self.active:
+            return bus
+        from tusk_events.bus.base import Bus as BusABC
+
+        BusABC.register(CheckedBus)
+        return CheckedBus(bus, self)  # type: ignore[return-value]
+
+
+class CheckedBus:
+    """A bus whose ``publish``, ``publish_event`` and ``publish_many`` check contracts first.
+
+    ``publish_many`` checks every event before sending any. Everything else is the wrapped bus's.
+    """
+
+    def __init__(self, bus: Any, contracts: Contracts) -> None:
+        self.bus = bus
+        self.contracts = contracts
+
+    def publish(self, type: str, payload: Any = None, *, metadata: Mapping[str, Any] | None = None) -> Event:
+        return self.bus.publish_event(self.contracts.check_outgoing(new_event(type, payload, metadata)))
+
+    def publish_event(self, event: Event) -> Event:
+        return self.bus.publish_event(self.contracts.check_outgoing(event))
+
+    def publish_many(self, events: Iterable[Any]) -> list[Event]:
+        from tusk_events.bus.base import to_event
+
+        checked = [self.contracts.check_outgoing(to_event(spec)) for spec in events]
+        return self.bus.publish_many(checked)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bus, name)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bus.close()
+
+
+# --- loading and compiling --------------------------------------------------------------------
+
+
+class _Loader:
+    """Turns the ``[contracts]`` section into :class:`Contract` objects, naming lines in errors."""
+
+    def __init__(self, path: str, lines: Mapping[tuple[str, ...], int]) -> None:
+        self.path = path
+        self.lines = lines
+
+    def where(self, *keys: str) -> str:
+        for n in range(len(keys), -1, -1):
+            line = self.lines.get((CONTRACTS_SECTION, *keys[:n]))
+            if line is not None:
+                return f"{self.path}:{line}: "
+        return f"{self.path}: "
+
+    def contract(self, name: str, block: dict[str, Any]) -> Contract:
+        label = f"[{CONTRACTS_SECTION}] {name}"
+        if not name:
+            raise ConfigError(f"{self.where(name)}{label}: an event type cannot be empty")
+        blocks = {k: v for k, v in block.items() if _VERSION_BLOCK.fullmatch(k) and isinstance(v, dict)}
+        description = _text(block.get("description"), f"{self.where(name, 'description')}{label} description")
+        if not blocks:
+            self._keys(block, _CONTRACT_KEYS, (name,), label)
+            version = block.get("version", 1)
+            if type(version) is not int or version < 1:
+                raise ConfigError(f"{self.where(name, 'version')}{label}: version must be an integer >= 1, "
+                                  f"not {version!r}")
+            cv = self.version(name, version, block, description, (name,))
+            return Contract(name, description, {version: cv})
+        mixed = sorted(k for k in block if k not in blocks and k != "description")
+        if mixed:
+            raise ConfigError(
+                f"{self.where(name, mixed[0])}{label}: with version blocks (v1 {{...}}), only "
+                f"description may sit beside them, not {', '.join(mixed)}"
+            )
+        versions: dict[int, ContractVersion] = {}
+        for key in sorted(blocks, key=lambda k: int(k[1:])):
+            number = int(key[1:])
+            body = blocks[key]
+            self._keys(body, _CONTRACT_KEYS, (name, key), f"{label} {key}")
+            if "version" in body and body["version"] != number:
+                raise ConfigError(f"{self.where(name, key, 'version')}{label} {key}: version "
+                                  f"{body['version']!r} does not match the block name")
+            own = _text(body.get("description"), f"{self.where(name, key)}{label} {key} description")
+            versions[number] = self.version(name, number, body, own or description, (name, key))
+        return Contract(name, description, versions)
+
+    def _keys(self, block: dict[str, Any], allowed: frozenset[str], at: tuple[str, ...], label: str) -> None:
+        for key in block:
+            if key not in allowed:
+                raise ConfigError(
+                    f"{self.where(*at, key)}{label}: unknown key {key!r} (keys: {', '.join(sorted(allowed))}"
+                    + ("; versions are blocks named v1, v2..." if len(at) == 1 else "") + ")"
+                )
+
+    def version(self, name: str, number: int, block: dict[str, Any], description: str,
+                at: tuple[str, ...]) -> ContractVersion:
+        label = f"[{CONTRACTS_SECTION}] {name} v{number}"
+        where = self.where(*at, "schema")
+        if "schema" not in block:
+            raise ConfigError(f"{self.where(*at)}{label}: a contract needs a schema "
+                              "(schema: {} accepts any payload)")
+        schema = block["schema"]
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{where}{label}: schema is not valid JSON: {err}") from None
+        if not isinstance(schema, (dict, bool)):
+            raise ConfigError(f"{where}{label}: schema must be an object (or a JSON string of one), "
+                              f"not {schema!r}")
+        draft, validator = compile_schema(schema, f"{where}{label}")
+        return ContractVersion(name, number, description, schema, draft, validator,
+                               where=where.rstrip(": "))
+
+
+def _text(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a string, not {value!r}")
+    return textwrap.dedent(value).strip()
+
+
+def compile_schema(schema: Any, where: str = "schema") -> tuple[str, Callable[..., Any]]:
+    """``(draft, validator)`` for a JSON Schema; ConfigError (prefixed with ``where``) if it is broken.
+
+    The validator is ``validator(payload, name_prefix="payload")``; it raises fastjsonschema's
+    ``JsonSchemaValueException``, which :func:`_describe` turns into a message.
+    """
+    import fastjsonschema
+
+    draft = "draft-07"
+    source = schema
+    if isinstance(schema, dict):
+        declared = schema.get("$schema")
+        if declared is None:
+            source = {"$schema": CONTRACT_DEFAULT_DRAFT, **schema}
+        else:
+            found = [d for key, d in _DRAFTS if isinstance(declared, str) and key in declared]
+            if not found:
+                raise ConfigError(f"{where}: $schema {declared!r} is not supported "
+                                  "(draft-04, draft-06, draft-07 or 2019-09; draft-07 when absent)")
+            draft = found[0]
+        for ref in _refs(schema):
+            if not ref.startswith("#"):
+                raise ConfigError(f"{where}: $ref {ref!r} points outside the schema; only "
+                                  "references inside it (#/definitions/...) are allowed")
+    try:
+        validator = fastjsonschema.compile(
+            source, handlers={s: _refuse_remote for s in _REMOTE_SCHEMES}, use_default=False,
+        )
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a broken schema fails in many ways; all mean "invalid"
+        text = str(err)
+        if text == "Unknown type":
+            wrong = sorted({t for t in _type_names(schema) if t not in _JSON_TYPES})
+            text += ": " + ", ".join(repr(t) for t in wrong) if wrong else ""
+        raise ConfigError(f"{where}: invalid schema: {text}") from None
+    return draft, validator
+
+
+_JSON_TYPES = frozenset({"array", "boolean", "integer", "null", "number", "object", "string"})
+
+
+def _type_names(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "type" and isinstance(value, str):
+                yield value
+            elif key == "type" and isinstance(value, list):
+                yield from (v for v in value if isinstance(v, str))
+            else:
+                yield from _type_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _type_names(value)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _refuse_remote(uri: str) -> Any:
+    raise ConfigError(f"$ref to {uri!r}: schemas are never fetched; inline it under definitions")
+
+
+def _value_error() -> type[Exception]:
+    import fastjsonschema
+
+    return fastjsonschema.JsonSchemaValueException
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= CONTRACT_VALUE_SHOWN else text[: CONTRACT_VALUE_SHOWN - 3] + "..."
+
+
+def _describe(err: Any) -> str:
+    """``payload.field: rule`` for a fastjsonschema failure, in jsonschema's wording."""
+    rule = err.rule
+    value = err.value
+    d = err.definition if isinstance(err.definition, dict) else {}
+    v = _short(value)
+    text: str | None = None
+    if rule == "type":
+        t = d.get("type")
+        text = f"{v} is not of type " + (", ".join(repr(x) for x in t) if isinstance(t, list) else repr(t))
+    elif rule == "required":
+        missing = [k for k in d.get("required", ()) if not (isinstance(value, dict) and k in value)]
+        if missing:
+            text = f"{missing[0]!r} is a required property"
+    elif rule == "enum":
+        text = f"{v} is not one of {_short(d.get('enum'))}"
+    elif rule == "const":
+        text = f"{_short(d.get('const'))} was expected"
+    elif rule in _BOUND_WORDS:
+        text = f"{v} {_BOUND_WORDS[rule]} {d.get(rule)!r}"
+    elif rule in ("minLength", "minItems", "minProperties"):
+        text = f"{v} should be non-empty" if d.get(rule) == 1 else f"{v} is too short"
+    elif rule in ("maxLength", "maxItems"):
+        text = f"{v} is too long"
+    elif rule == "maxProperties":
+        text = f"{v} has too many properties"
+    elif rule == "pattern":
+        text = f"{v} does not match {d.get('pattern')!r}"
+    elif rule == "format":
+        text = f"{v} is not a {d.get('format')!r}"
+    elif rule == "multipleOf":
+        text = f"{v} is not a multiple of {d.get('multipleOf')!r}"
+    elif rule == "uniqueItems":
+        text = f"{v} has non-unique elements"
+    elif rule == "additionalProperties" and isinstance(value, dict):
+        known = d.get("properties") or {}
+        patterns = [re.compile(p) for p in (d.get("patternProperties") or {})]
+        extra = [k for k in value if k not in known and not any(p.search(k) for p in patterns)]
+        if extra:
+            names = ", ".join(repr(k) for k in extra)
+            text = f"Additional properties are not allowed ({names} {'was' if len(extra) == 1 else 'were'} unexpected)"
+    elif rule == "anyOf":
+        text = f"{v} is not valid under any of the given schemas"
+    elif rule == "oneOf":
+        text = f"{v} is not valid under exactly one of the given schemas"
+    elif rule == "not":
+        text = f"{v} should not be valid under {_short(d.get('not'))}"
+    if text is None:  # the rules above cover draft-07; keep fastjsonschema's words for the rest
+        name = err.name or "payload"
+        text = err.message[len(name) + 1:] if err.message.startswith(name + " ") else err.message
+    return f"{err.name or 'payload'}: {text}"
+
+
+_BOUND_WORDS = {
+    "minimum": "is less than the minimum of",
+    "maximum": "is greater than the maximum of",
+    "exclusiveMinimum": "is less than or equal to the minimum of",
+    "exclusiveMaximum": "is greater than or equal to the maximum of",
+}
+
+
+# --- who sends and receives what ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sender:
+    """A section that publishes events: declared (``publishes``) or read off its fujsen."""
+
+    section: str
+    types: tuple[str, ...]
+    declared: bool
+    in_code: tuple[str, ...] = ()
+    """The types its fujsen publish as literals (``publish("type", ...)``)."""
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """A service: the types it subscribes to, how they are delivered, the fields it reads."""
+
+    section: str
+    types: tuple[str, ...]
+    delivery: str
+    reads: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Flows:
+    """Who publishes and who consumes each event type, across one or more configs."""
+
+    senders: tuple[Sender, ...]
+    receivers: tuple[Receiver, ...]
+
+    @classmethod
+    def of(cls, configs: Iterable[TSK]) -> Flows:
+        senders: list[Sender] = []
+        receivers: list[Receiver] = []
+        for cfg in configs:
+            for section, values in cfg.sections().items():
+                trees = _code_trees(values)
+                in_code = tuple(dict.fromkeys(t for tree in trees for t in _published_literals(tree)))
+                declared = _type_list(values.get("publishes"), section, "publishes")
+                if declared is not None:
+                    senders.append(Sender(section, declared, True, in_code))
+                elif in_code:
+                    senders.append(Sender(section, in_code, False, in_code))
+                subscribed = _type_list(values.get("subscribe"), section, "subscribe")
+                if subscribed:
+                    delivery = values.get("delivery", "durable")
+                    reads = frozenset(k for tree in trees for k in _read_keys(tree))
+                    receivers.append(Receiver(section, subscribed, str(delivery), reads))
+        return cls(tuple(senders), tuple(receivers))
+
+    @property
+    def types(self) -> list[str]:
+        """Every event type published or consumed, in order of appearance."""
+        seen: dict[str, None] = {}
+        for s in self.senders:
+            seen.update(dict.fromkeys(s.types))
+        for r in self.receivers:
+            seen.update(dict.fromkeys(r.types))
+        return list(seen)
+
+    def consumers(self, event_type: str) -> list[Receiver]:
+        return [r for r in self.receivers if event_type in r.types]
+
+    def producers(self, event_type: str) -> list[Sender]:
+        return [s for s in self.senders if event_type in s.types]
+
+    def readers(self, event_type: str) -> dict[str, set[str]]:
+        """Field name -> the services subscribed to ``event_type`` whose handlers read it."""
+        out: dict[str, set[str]] = {}
+        for r in self.consumers(event_type):
+            for key in r.reads:
+                out.setdefault(key, set()).add(r.section)
+        return out
+
+
+def _type_list(value: Any, section: str, key: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(t, str) and t for t in items):
+        raise ConfigError(f"[{section}] {key} must be an event type or a list of them, not {value!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def _code_trees(values: Mapping[str, Any]) -> list[ast.AST]:
+    trees: list[ast.AST] = []
+    for value in values.values():
+        if isinstance(value, str) and "def " in value:
+            try:
+                trees.append(ast.parse(textwrap.dedent(value)))
+            except SyntaxError:
+                continue
+    return trees
+
+
+def _published_literals(tree: ast.AST) -> Iterator[str]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "publish":
+            arg = node.args[0] if node.args else next(
+                (k.value for k in node.keywords if k.arg == "type"), None)
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                yield arg.value
+
+
+def _read_keys(tree: ast.AST) -> Iterator[str]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript):
+            key = node.slice
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                yield key.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("get", "pop", "setdefault") and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            yield node.args[0].value
+
+
+# --- evolution --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between an old and a new contract, and whether it breaks consumers."""
+
+    event_type: str
+    label: str
+    """``v1`` (a version edited in place), ``v1 -> v2`` (the latest moved), or ""."""
+    path: str
+    message: str
+    breaking: bool
+
+    def __str__(self) -> str:
+        head = " ".join(p for p in (self.event_type, self.label) if p)
+        return f"{head}: {self.path}: {self.message}" if self.path else f"{head}: {self.message}"
+
+
+def compare(old: TSK, new: TSK) -> list[Change]:
+    """What changed between ``old``'s and ``new``'s contracts; consumers from both configs."""
+    flows = Flows.of([old, new])
+    was, now = old.contracts, new.contracts
+    changes: list[Change] = []
+    for contract in was:
+        t = contract.type
+        readers = flows.readers(t)
+        target = now.get(t)
+        if target is None:
+            users = sorted({r.section for r in flows.consumers(t)})
+            if users or now.unknown_events == "reject":
+                why = (f"consumed by {', '.join(users)}" if users else "unknown_events is \"reject\"")
+                changes.append(Change(t, "", "", f"contract removed ({why}): its events lose their "
+                                      "checks or are refused", True))
+            else:
+                changes.append(Change(t, "", "", "contract removed; no service consumes it", False))
+            continue
+        for number, cv in contract.versions.items():
+            kept = target.versions.get(number)
+            if kept is None:
+                changes.append(Change(t, f"v{number}", "", "version removed: events stamped with it "
+                                      "are refused", True))
+                continue
+            changes += _diff(cv, kept, f"v{number}", readers)
+        if target.latest.version != contract.latest.version:
+            label = f"v{contract.latest.version} -> v{target.latest.version}"
+            changes += _diff(contract.latest, target.latest, label, readers)
+    for contract in now:
+        if contract.type not in was:
+            changes.append(Change(contract.type, "", "", "contract added", False))
+    if now.unknown_events == "reject" and was.unknown_events != "reject":
+        for t in flows.types:
+            if t not in now:
+                changes.append(Change(t, "", "", "no contract, and unknown_events is now \"reject\": "
+                                      "its events are refused", True))
+    return changes
+
+
+def _diff(old: ContractVersion, new: ContractVersion, label: str,
+          readers: Mapping[str, set[str]]) -> list[Change]:
+    differ = _SchemaDiff(old.schema, new.schema, readers)
+    differ.walk(old.schema, new.schema, "payload", 0)
+    return [Change(old.type, label, path, message, breaking) for path, message, breaking in differ.found]
+
+
+_LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
+_UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
+_TIGHTEN = ("pattern", "format", "multipleOf", "uniqueItems", "contains", "propertyNames", "not",
+            "dependencies", "dependentRequired", "dependentSchemas", "if", "then", "else")
+_HANDLED = frozenset({"type", "enum", "const", "properties", "required", "additionalProperties",
+                      "items", "$ref", *_LOWER, *_UPPER, *_TIGHTEN})
+_ANNOTATIONS = frozenset({"title", "description", "examples", "default", "$comment", "deprecated",
+                          "readOnly", "writeOnly", "$id", "$schema", "definitions", "$defs",
+                          "contentMediaType", "contentEncoding"})
+
+
+class _SchemaDiff:
+    """Walks two schemas side by side; ``found`` collects ``(path, message, breaking)``."""
+
+    def __init__(self, old_root: Any, new_root: Any, readers: Mapping[str, set[str]]) -> None:
+        self.roots = (old_root, new_root)
+        self.readers = readers
+        self.found: list[tuple[str, str, bool]] = []
+
+    def note(self, path: str, message: str, breaking: bool) -> None:
+        self.found.append((path, message, breaking))
+
+    def read_by(self, path: str) -> set[str]:
+        name = path.rsplit(".", 1)[-1].removesuffix("[]")
+        return self.readers.get(name, set()) if "." in path else set()
+
+    def walk(self, old: Any, new: Any, path: str, depth: int) -> None:
+        old, new = self.resolve(old, 0, depth), self.resolve(new, 1, depth)
+        if old == new or depth > CONTRACT_REF_DEPTH:
+            return
+        if old is False or new is True:
+            self.note(path, "now accepts any value", False)
+            return
+        if new is False:
+            self.note(path, "now accepts no value at all", True)
+            return
+        old = {} if old is True else old
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            self.note(path, "changed; not analysed, so treated as breaking", True)
+            return
+        self.types(old, new, path)
+        self.values(old, new, path)
+        self.bounds(old, new, path)
+        self.objects(old, new, path, depth)
+        oi, ni = old.get("items"), new.get("items")
+        if oi != ni:
+            if isinstance(oi, (dict, bool, type(None))) and isinstance(ni, (dict, bool, type(None))):
+                self.walk(True if oi is None else oi, True if ni is None else ni, f"{path}[]", depth + 1)
+            else:
+                self.note(path, "items changed; not analysed, so treated as breaking", True)
+        for key in sorted((old.keys() | new.keys()) - _HANDLED - _ANNOTATIONS):
+            if old.get(key) != new.get(key):
+                self.note(path, f"{key!r} changed; not analysed, so treated as breaking", True)
+
+    def resolve(self, node: Any, side: int, depth: int) -> Any:
+        for _ in range(CONTRACT_REF_DEPTH):
+            if not (isinstance(node, dict) and isinstance(node.get("$ref"), str)):
+                return node
+            target: Any = self.roots[side]
+            for part in node["$ref"].lstrip("#").split("/")[1:]:
+                part = part.replace("~1", "/").replace("~0", "~")
+                target = target.get(part) if isinstance(target, dict) else None
+            extra = {k: v for k, v in node.items() if k != "$ref"}
+            node = {**target, **extra} if isinstance(target, dict) and extra else target
+        return node
+
+    def types(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
+        ot, nt = _types(old), _types(new)
+        if ot == nt:
+            return
+        lost = _uncovered(ot, nt)
+        if lost:
+            self.note(path, f"type changed from {_show_types(ot)} to {_show_types(nt)}: "
+                      f"{', '.join(sorted(lost))} values are now refused", True)
+        elif _uncovered(nt, ot):
+            self.widened(path, f"type widened from {_show_types(ot)} to {_show_types(nt)}")
+
+    def values(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
+        oe, ne = _allowed(old), _allowed(new)
+        if oe == ne:
+            return
+        if ne is not None:
+            removed = [v for v in oe if v not in ne] if oe is not None else None
+            if removed is None:
+                self.note(path, f"now restricted to {_short(ne)}: other values are refused", True)
+                return
+            if removed:
+                self.note(path, f"enum narrowed: {_short(removed)[1:-1]} no longer allowed", True)
+                return
+        added = None if ne is None else [v for v in ne if oe is not None and v not in oe]
+        self.widened(path, "enum removed: any value allowed" if ne is None
+                     else f"enum widened: {_short(added)[1:-1]} now allowed")
+
+    def widened(self, path: str, what: str) -> None:
+        readers = self.read_by(path)
+        if readers:
+            self.note(path, f"{what}; read by {', '.join(sorted(readers))}", True)
+        else:
+            self.note(path, f"{what}; no consumer reads it", False)
+
+    def bounds(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
+        for keys, tighter, word in ((_LOWER, lambda o, n: n > o, "raised"),
+                                    (_UPPER, lambda o, n: n < o, "lowered")):
+            for key in keys:
+                o, n = old.get(key), new.get(key)
+                if o == n:
+                    continue
+                if not all(_number(x) for x in (o, n) if x is not None):
+                    self.note(path, f"{key} changed from {o!r} to {n!r}", True)
+                elif n is not None and (o is None or tighter(o, n)):
+                    self.note(path, f"{key} {word} from {o!r} to {n!r}: values that passed are refused"
+                              if o is not None else f"{key} {n!r} added: values that passed are refused", True)
+                else:
+                    self.note(path, f"{key} relaxed from {o!r} to {n!r}" if n is not None
+                              else f"{key} {o!r} removed", False)
+        for key in _TIGHTEN:
+            o, n = old.get(key), new.get(key)
+            if o == n:
+                continue
+            if n is None:
+                self.note(path, f"{key} removed", False)
+            else:
+                self.note(path, f"{key} {'changed' if o is not None else 'added'} ({_short(n)}): "
+                          "values that passed may be refused", True)
+
+    def objects(self, old: dict[str, Any], new: dict[str, Any], path: str, depth: int) -> None:
+        op, np = old.get("properties") or {}, new.get("properties") or {}
+        oreq, nreq = set(old.get("required") or ()), set(new.get("required") or ())
+        closed_old = old.get("additionalProperties") is False
+        closed_new = new.get("additionalProperties") is False
+        for name in sorted(oreq - nreq):
+            where = f"{path}.{name}"
+            readers = self.read_by(where)
+            tail = f" (read by {', '.join(sorted(readers))})" if readers else ""
+            if name in np:
+                self.note(where, f"no longer required: consumers may rely on it{tail}", True)
+            else:
+                self.note(where, f"required field removed{tail}", True)
+        for name in sorted(nreq - oreq):
+            self.note(f"{path}.{name}", "became required: events without it are refused"
+                      if name in op else "new required field: events without it are refused", True)
+        for name in sorted(set(op) - set(np)):
+            if name in oreq:
+                continue
+            where = f"{path}.{name}"
+            readers = self.read_by(where)
+            if readers:
+                self.note(where, f"property removed; read by {', '.join(sorted(readers))}", True)
+            elif closed_new:
+                self.note(where, "property removed and additionalProperties is false: events that "
+                          "carry it are refused", True)
+            else:
+                self.note(where, "optional property removed; no consumer reads it", False)
+        for name in sorted(set(np) - set(op)):
+            if name in nreq:
+                continue
+            if closed_old:
+                self.note(f"{path}.{name}", "property added where additionalProperties was false: "
+                          "consumers on the old contract refuse events that carry it", True)
+            else:
+                self.note(f"{path}.{name}", "optional property added", False)
+        for name in op:
+            if name in np:
+                self.walk(op[name], np[name], f"{path}.{name}", depth + 1)
+        oa, na = old.get("additionalProperties"), new.get("additionalProperties")
+        if oa != na:
+            if na is False:
+                self.note(path, "additionalProperties set to false: events with other fields are refused",
+                          True)
+            elif isinstance(oa, dict) or isinstance(na, dict):
+                self.walk(True if oa is None else oa, True if na is None else na, f"{path}.*", depth + 1)
+            else:
+                self.note(path, "additional properties now allowed", False)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _types(schema: dict[str, Any]) -> frozenset[str] | None:
+    t = schema.get("type")
+    if t is None:
+        return None
+    return frozenset([t] if isinstance(t, str) else t)
+
+
+def _uncovered(these: frozenset[str] | None, by: frozenset[str] | None) -> set[str]:
+    """The types of ``these`` that ``by`` does not accept (None: any type)."""
+    if by is None:
+        return set()
+    if these is None:
+        return {"other"}
+    return {t for t in these if t not in by and not (t == "integer" and "number" in by)}
+
+
+def _show_types(types: frozenset[str] | None) -> str:
+    if types is None:
+        return "any"
+    return " | ".join(repr(t) for t in sorted(types))
+
+
+def _allowed(schema: dict[str, Any]) -> list[Any] | None:
+    if "const" in schema:
+        return [schema["const"]]
+    enum = schema.get("enum")
+    return list(enum) if isinstance(enum, list) else None
+
+
+# --- the check command ------------------------------------------------------------------------
+
+
+def check_contracts(cfg: TSK, *, against: str | None = None) -> list[str]:
+    """Problems with a config's contracts, one message each (``tusk-events check``).
+
+    A section that declares ``publishes`` must declare every type its fujsen publish; under
+    ``unknown_events: "reject"`` every type published or consumed needs a contract; with
+    ``against`` (an older version of the config), every change that breaks consumers.
+    """
+    problems: list[str] = []
+    try:
+        flows = Flows.of([cfg])
+    except ConfigError as err:
+        return [str(err)]
+    for sender in flows.senders:
+        if sender.declared:
+            missing = [t for t in sender.in_code if t not in sender.types]
+            if missing:
+                problems.append(f"[{sender.section}] publishes {', '.join(missing)} in its fujsen but "
+                                "does not declare it in publishes")
+    contracts = cfg.contracts
+    if contracts.unknown_events == "reject":
+        for t in flows.types:
+            if t not in contracts:
+                users = [s.section for s in flows.producers(t)] + [r.section for r in flows.consumers(t)]
+                problems.append(f"{t} has no contract, and unknown_events is \"reject\" "
+                                f"(used by {', '.join(dict.fromkeys(users))})")
+    if against is not None:
+        from tusk_events.config import TSK
+        from tusk_events.errors import TuskError
+
+        try:
+            old = TSK.from_file(against, env=cfg.env)
+        except TuskError as err:
+            return problems + [f"--against {against}: {err}"]
+        problems += [f"breaking change against {against}: {c}" for c in compare(old, cfg) if c.breaking]
+    return problems
+
+
+__all__ = [
+    "UNKNOWN_EVENTS_MODES",
+    "Change",
+    "CheckedBus",
+    "Contract",
+    "ContractVersion",
+    "Contracts",
+    "Flows",
+    "Receiver",
+    "Sender",
+    "check_contracts",
+    "compare",
+    "compile_schema",
+]
