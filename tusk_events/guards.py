@@ -22,7 +22,6 @@ from tusk_events.defaults import (
     SANDBOX_MAX_STR,
     SANDBOX_MAX_WIDTH,
 )
-from tusk_events.errors import SandboxViolation
 
 _SEQ = (str, bytes, bytearray, list, tuple)
 _STRINGS = (str, bytes, bytearray)

@@ -153,7 +153,7 @@ class DatetimeHelper(Facade):
     time = _datetime.time
     timedelta = _datetime.timedelta
     timezone = _datetime.timezone
-    UTC = _datetime.timezone.utc
+    UTC = _datetime.UTC
 
 
 class UuidHelper(Facade):

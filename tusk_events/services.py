@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from tusk_events.defaults import (
     SERVICE_BACKOFF_MAX_S,
     SERVICE_BACKOFF_S,
-    SERVICE_CONCURRENCY,
     SERVICE_BATCH,
+    SERVICE_CONCURRENCY,
     SERVICE_RETRIES,
     SERVICE_VISIBILITY_TIMEOUT_S,
 )

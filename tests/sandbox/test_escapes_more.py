@@ -7,14 +7,13 @@ environment variable, and must end in the documented error with no side effect.
 from __future__ import annotations
 
 import pytest
-from test_escapes_sample import (  # noqa: F401 - `box` is a fixture
+from test_escapes_sample import (
     BLOCKED,
     RESOURCE,
     TIMEOUT,
     VIOLATION,
     _params,
     _timeout_mark,
-    box,
 )
 
 DUNDER = [

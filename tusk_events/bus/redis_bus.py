@@ -86,10 +86,10 @@ from tusk_events.defaults import (
     BUS_STREAM_FIELD,
     BUS_STREAM_PREFIX,
     BUS_VISIBILITY_TIMEOUT_MS,
+    DEDUP_PREFIX,
 )
 from tusk_events.errors import BusError
 from tusk_events.events import Event, new_event
-from tusk_events.defaults import DEDUP_PREFIX
 
 log = logging.getLogger(__name__)
 
