@@ -39,6 +39,9 @@ SANDBOX_MAX_STR = 1 << 26
 SANDBOX_MAX_INT_BITS = 1 << 20
 """Largest integer (about 315,000 digits) a product, power or shift may produce."""
 
+SANDBOX_MAX_POWMOD_BITS = 8192
+"""Largest exponent or modulus of a three-argument pow() (enough for RSA-size arithmetic)."""
+
 SANDBOX_MAX_WIDTH = 100_000
 """Largest field width or precision in a format spec."""
 

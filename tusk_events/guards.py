@@ -18,6 +18,7 @@ from typing import Any
 from tusk_events.defaults import (
     SANDBOX_MAX_INT_BITS,
     SANDBOX_MAX_ITEMS,
+    SANDBOX_MAX_POWMOD_BITS,
     SANDBOX_MAX_PRINT,
     SANDBOX_MAX_STR,
     SANDBOX_MAX_WIDTH,
@@ -76,7 +77,12 @@ def _check_repeat(seq: Any, times: int) -> None:
 
 
 def _pow_(a: Any, b: Any, mod: Any = None) -> Any:
-    if type(a) is int and type(b) is int and b > 0 and mod is None:
+    if mod is not None:
+        # modular exponentiation costs exponent bits x (modulus bits)^2 in C, uninterruptibly
+        for name, v in (("exponent", b), ("modulus", mod)):
+            if type(v) is int and v.bit_length() > SANDBOX_MAX_POWMOD_BITS:
+                _too_big(f"pow() {name} (bits)", v.bit_length(), SANDBOX_MAX_POWMOD_BITS)
+    elif type(a) is int and type(b) is int and b > 0:
         bits = max(a.bit_length(), 1) * b
         if abs(a) > 1 and bits > SANDBOX_MAX_INT_BITS:
             _too_big("integer power (bits)", bits, SANDBOX_MAX_INT_BITS)

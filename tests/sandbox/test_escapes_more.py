@@ -149,6 +149,7 @@ MEMORY = [
     ("squaring_loop", "x = 10\nfor _ in range(64):\n    x = x * x\nreturn x", RESOURCE),
     ("augmented_squaring", "x = 10\nfor _ in range(64):\n    x *= x\nreturn x", RESOURCE),
     ("builtin_pow", "return pow(10, 10 ** 10)", RESOURCE),
+    ("modular_pow_in_c", "return pow(3, 2 ** 100000, 2 ** 200000 + 1)", RESOURCE),
     ("factorial", "return math.factorial(10 ** 8)", RESOURCE),
     ("replace_amplify", 's = "a" * 10000\nreturn s.replace("a", "a" * 100000)', RESOURCE),
     ("join_amplify", 'return ("x" * 1000000).join(["a"] * 1000)', RESOURCE),

@@ -1,0 +1,148 @@
+"""Cost of process isolation: the same fujsen and the same runtime, inline and in the worker pool.
+
+    python benchmarks/isolation.py [--rounds 31] [--events 2000] [--quick]
+
+* per-call overhead: a trivial fujsen (``add(a, b)``) through ``TSK.fujsen(...)``, inline vs
+  ``isolation="process"``; the overhead is the median of the per-round differences;
+* a proxied helper call: a fujsen doing one ``redis.from_url(event_bus).get(...)`` on
+  ``memory://`` (in the pool the command travels to the parent and back);
+* runtime throughput: ``Runtime`` on ``memory://`` and a temporary SQLite store, one durable
+  service whose handler builds a small dict; N events published on the bus, then
+  ``run_until_idle()`` timed; events/s inline vs process.
+
+Every figure is a median over interleaved rounds in one process (the machine is shared:
+compare the ratios, measured side by side, rather than absolute numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tusk_events import TSK  # noqa: E402
+from tusk_events.runtime import Runtime  # noqa: E402
+
+CALLS = """
+[bench]
+event_bus: "memory://isolation-bench"
+add_fujsen = '''
+def add(a, b):
+    return a + b
+'''
+get_fujsen = '''
+def get(key):
+    return redis.from_url(event_bus).get(key)
+'''
+"""
+
+SERVICE = """
+[orders]
+subscribe: "order_placed"
+handle_fujsen = '''
+def handle(event):
+    order = event["payload"]
+    total = 0
+    for line in order["lines"]:
+        total += line["qty"] * line["price"]
+    return {"order": order["id"], "total": total, "lines": len(order["lines"])}
+'''
+"""
+
+
+def per_call_us(fn: Callable[[], object], n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def bench_calls(rounds: int, n: int) -> dict[str, float]:
+    inline = TSK.from_string(CALLS, env={}, isolation="inline")
+    isolated = TSK.from_string(CALLS, env={}, isolation="process")
+    fi, fp = inline.fujsen("bench", "add"), isolated.fujsen("bench", "add")
+    gi, gp = inline.fujsen("bench", "get"), isolated.fujsen("bench", "get")
+    fp.pool.start()
+    for f in (fi, fp, gi, gp):  # warm: definitions reach the workers, clients open
+        for _ in range(200):
+            f(1, 2) if f in (fi, fp) else f("k")
+    samples: dict[str, list[float]] = {k: [] for k in ("inline", "process", "overhead", "get_inline", "get_process")}
+    for _ in range(rounds):
+        a = per_call_us(lambda: fi(1, 2), n)
+        b = per_call_us(lambda: fp(1, 2), n)
+        samples["inline"].append(a)
+        samples["process"].append(b)
+        samples["overhead"].append(b - a)
+        samples["get_inline"].append(per_call_us(lambda: gi("k"), n // 4))
+        samples["get_process"].append(per_call_us(lambda: gp("k"), n // 4))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def run_runtime(isolation: str, events: int, store_dir: str) -> float:
+    """Events handled per second by one durable service (publishing not timed)."""
+    env = {
+        "EVENT_BUS": f"memory://bench-{uuid.uuid4().hex[:8]}",
+        "EVENT_STORE": f"sqlite:///{store_dir}/{uuid.uuid4().hex[:8]}.db",
+    }
+    cfg = TSK.from_string(SERVICE, env=env, isolation=isolation)
+    with Runtime([cfg]) as rt:
+        for i in range(events):
+            lines = [{"qty": q, "price": 9.5} for q in range(1, 4)]
+            rt.bus.publish("order_placed", {"id": i, "lines": lines})
+        t0 = time.perf_counter()
+        summary = rt.run_until_idle(startup=False)
+        seconds = time.perf_counter() - t0
+    assert summary.handled == events, summary.to_dict()
+    return events / seconds
+
+
+def bench_runtime(rounds: int, events: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {"inline": [], "process": []}
+    with tempfile.TemporaryDirectory() as store_dir:
+        run_runtime("process", 50, store_dir)  # start the pool once
+        for _ in range(rounds):
+            samples["inline"].append(run_runtime("inline", events, store_dir))
+            samples["process"].append(run_runtime("process", events, store_dir))
+    out = {k: statistics.median(v) for k, v in samples.items()}
+    ratios = [p / i for i, p in zip(samples["inline"], samples["process"])]
+    out["ratio"] = statistics.median(ratios)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--calls", type=int, default=2000, help="calls per round and case")
+    parser.add_argument("--events", type=int, default=2000, help="events per runtime round")
+    parser.add_argument("--runtime-rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.calls, args.events, args.runtime_rounds = 5, 500, 300, 2
+
+    calls = bench_calls(args.rounds, args.calls)
+    runtime = bench_runtime(args.runtime_rounds, args.events)
+    if args.json:
+        print(json.dumps({"calls_us": calls, "runtime_events_per_s": runtime}, indent=2))
+        return
+    print(f"per call (median of {args.rounds} interleaved rounds x {args.calls} calls)")
+    print(f"  trivial fujsen   inline {calls['inline']:7.2f} us   process {calls['process']:7.2f} us"
+          f"   overhead {calls['overhead']:6.2f} us  (target <= 30)")
+    print(f"  redis get        inline {calls['get_inline']:7.2f} us   process {calls['get_process']:7.2f} us"
+          f"   overhead {calls['get_process'] - calls['get_inline']:6.2f} us")
+    print(f"runtime, one durable service on memory:// (median of {args.runtime_rounds} rounds x {args.events} events)")
+    print(f"  inline {runtime['inline']:8.0f} events/s   process {runtime['process']:8.0f} events/s"
+          f"   ratio {runtime['ratio']:.2f}  (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
