@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ print(json.dumps(ids))
 PUBLISHER = """
 import json, sys
 from tusk_events.bus import connect
-bus = connect(sys.argv[1])
+bus = connect(sys.argv[1], channel=sys.argv[3])
 print(json.dumps([bus.publish("job", {"n": i}).id for i in range(int(sys.argv[2]))]))
 """
 
@@ -64,14 +65,15 @@ def test_subscriber_in_another_process(redis_url: str) -> None:
 
 @pytest.mark.slow
 def test_publisher_in_another_process(redis_url: str) -> None:
-    with connect(redis_url) as bus:
+    channel = f"tusk_events.{os.getpid()}.{time.monotonic_ns()}"  # channels are server-wide
+    with connect(redis_url, channel=channel) as bus:
         durable: list[str] = []
         broadcast: list[str] = []
         with bus.subscribe(lambda e: durable.append(e.id), ["job"], group="local"), bus.subscribe(
             lambda e: broadcast.append(e.id), ["job"], mode="broadcast"
         ):
             out = subprocess.run(
-                _python(PUBLISHER, redis_url, "100"), capture_output=True, text=True, timeout=30, check=False,
+                _python(PUBLISHER, redis_url, "100", channel), capture_output=True, text=True, timeout=30, check=False,
                 env=subprocess_env(),
             )
             assert out.returncode == 0, out.stderr

@@ -293,9 +293,9 @@ def test_a_worker_that_cannot_start_is_a_fujsen_error(monkeypatch):
 
 LONG_C = """[c]
 fujsen_timeout: 0.3
-modpow_fujsen = '''
-def modpow():
-    return pow(3, 2 ** 100000, 2 ** 200000 + 1) % 10
+csort_fujsen = '''
+def csort():
+    return sorted(map(str, range(10 ** 7)), reverse=True)[0]
 '''
 strmax_fujsen = '''
 def strmax():
@@ -309,14 +309,14 @@ def ok():
 
 
 def test_long_operation_inside_c_is_killed_at_the_wall_deadline():
-    """3-argument pow of this size passes every guard and runs for hours in one C call:
-    in-process nothing can stop it. The parent kills the worker at budget + grace."""
+    """Sorting ten million strings passes every size guard and runs for seconds in one C
+    call: in-process nothing can stop it. The parent kills the worker at budget + grace."""
     cfg = iso(LONG_C)
     assert cfg.execute_fujsen("c", "ok") == "ok"
     pool = _pool(cfg, "c", "ok")
     t0 = time.monotonic()
     with pytest.raises(FujsenTimeout, match="still running after its 0.3 s budget .*killed"):
-        cfg.execute_fujsen("c", "modpow")
+        cfg.execute_fujsen("c", "csort")
     assert time.monotonic() - t0 < 1.5
     t0 = time.monotonic()
     assert cfg.execute_fujsen("c", "ok") == "ok"  # on a fresh worker
@@ -364,11 +364,9 @@ def test_memory_growth_is_stopped_by_rlimit_as_and_the_pool_recovers():
     assert cfg.execute_fujsen("m", "ok") == 1
     info = _pool(cfg, "m", "ok").info()
     assert info and isinstance(info[0]["limits"]["RLIMIT_AS"], int)
-    before = _pool(cfg, "m", "ok").worker_pids()
     with pytest.raises(FujsenError, match=r":8 in hog: out of memory"):
         cfg.execute_fujsen("m", "hog")
-    assert cfg.execute_fujsen("m", "ok") == 1
-    assert not set(before) & set(_pool(cfg, "m", "ok").worker_pids())  # it came close: replaced
+    assert cfg.execute_fujsen("m", "ok") == 1  # the pool goes on (recycling the worker if it grew)
 
 
 def _worker_pid(cfg: TSK, section: str, name: str) -> int:
