@@ -40,7 +40,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         sections = cfg.sections()
         n_fujsen = sum(len(cfg.fujsen_names(s)) for s in sections)
-        from tusk_events.contracts import check_contracts
+        from tusk_events.compat import check_contracts
 
         problems = _check_services(cfg) + check_contracts(cfg, against=getattr(args, "against", None))
         if problems:
@@ -227,7 +227,6 @@ def _add_contract_commands(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import logging
     import signal
     import threading
 
