@@ -230,9 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from tusk_events.runtime import Runtime
-
     from tusk_events.logs import setup_logging
+    from tusk_events.runtime import Runtime
 
     setup_logging(args.log_level, args.log_format)
     if args.processes > 1:

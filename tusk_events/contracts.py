@@ -61,7 +61,8 @@ NEW --against OLD``). Compatibility means both ways: events valid under the old 
 pass the new one (stored events, producers not yet redeployed), and consumers written for the
 old contract still find every field they read, with the type and values they expect. Which
 fields a consumer reads is taken from its handler's source (``x["field"]``,
-``x.get("field")``), by name. """
+``x.get("field")``), by name.
+"""
 
 from __future__ import annotations
 
