@@ -285,7 +285,8 @@ class Runtime:
         self.dlq.add(svc.spec.name, event, reason=reason, traceback=tb, attempts=attempts,
                      first_failed_at=first_failed)
         log.warning("dead-lettered %s %s in %s after %d attempts: %s",
-                    event.type, event.id, svc.spec.name, attempts, reason)
+                    event.type, event.id, svc.spec.name, attempts, reason,
+                    extra={"event_id": event.id, "trace_id": event.trace_id, "service": svc.spec.name})
         signals.dead_lettered.send(runtime=self, service=svc.spec.name, event=event, reason=reason, attempts=attempts)
 
     def redrive(self, service: str, ids: Iterable[str] | None = None) -> int:
