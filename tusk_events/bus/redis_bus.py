@@ -382,6 +382,9 @@ class RedisBus(Bus):
         if timeout is not None:
             kwargs["socket_timeout"] = timeout + extra_timeout_s
         kwargs["protocol"] = 2
+        # redis-py 7+ maintenance notifications need RESP3 (or hiredis): not for this connection
+        kwargs.pop("maint_notifications_config", None)
+        kwargs.pop("maint_notifications_pool_handler", None)
         return self._pool.connection_class(**kwargs)
 
     def unblock(self, client_id: int) -> None:
