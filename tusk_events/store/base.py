@@ -323,6 +323,19 @@ class EventStore(abc.ABC):
         ``last_seq``.
         """
 
+    def _stats(self, types: dict[str, int], first: Any, last: Any, last_seq: Any) -> dict[str, Any]:
+        """The ``stats()`` report from what a backend counted."""
+        return {
+            "backend": self.backend,
+            "url": self.url,
+            "schema_version": self.schema_version,
+            "total": sum(types.values()),
+            "types": types,
+            "first_timestamp": first,
+            "last_timestamp": last,
+            "last_seq": last_seq,
+        }
+
     @property
     @abc.abstractmethod
     def schema_version(self) -> int:

@@ -467,16 +467,7 @@ class PostgresStore(EventStore):
     def stats(self) -> dict[str, Any]:
         types = dict(self._fetch(self._sql["types"]))
         first, last, last_seq = self._fetch(self._sql["bounds"])[0]
-        return {
-            "backend": self.backend,
-            "url": self.url,
-            "schema_version": self.schema_version,
-            "total": sum(types.values()),
-            "types": types,
-            "first_timestamp": first,
-            "last_timestamp": last,
-            "last_seq": last_seq,
-        }
+        return self._stats(types, first, last, last_seq)
 
     def get(self, event_id: str) -> StoredEvent | None:
         rows = self._fetch(self._sql["select"] + " WHERE event_id = %s", (event_id,))

@@ -449,16 +449,7 @@ class SQLiteStore(EventStore):
             "SELECT (SELECT min(timestamp) FROM event_store), "
             "(SELECT max(timestamp) FROM event_store), (SELECT max(id) FROM event_store)"
         )[0]
-        return {
-            "backend": self.backend,
-            "url": self.url,
-            "schema_version": self.schema_version,
-            "total": sum(types.values()),
-            "types": types,
-            "first_timestamp": first,
-            "last_timestamp": last,
-            "last_seq": last_seq,
-        }
+        return self._stats(types, first, last, last_seq)
 
     def get(self, event_id: str) -> StoredEvent | None:
         rows = self._execute(f"{_SELECT} WHERE event_id = ?", (event_id,))
