@@ -89,10 +89,6 @@ class CompiledFujsen:
     no mutable module constants or defaults): the functions can then be reused across calls."""
 
 
-def _where(filename: str, node: ast.AST) -> str:
-    return f"{filename}:{getattr(node, 'lineno', '?')}"
-
-
 class FujsenPolicy(RestrictingNodeTransformer):
     """RestrictedPython's checks, plus ours, without per-access guard calls."""
 
@@ -527,9 +523,6 @@ def compile_fujsen(
         name=name, code=code, functions=tuple(functions), filename=filename,
         first_line=first_line, stateless=_stateless(tree),
     )
-
-
-_IMMUTABLE_LITERALS = (ast.Constant,)
 
 
 def _immutable_literal(node: ast.AST | None) -> bool:
