@@ -41,9 +41,9 @@ import jsonschema
 
 from tusk_events import TSK
 from tusk_events.bus import connect
-from tusk_events.contracts import Contract, Contracts
+from tusk_events.contracts.model import Contract, Contracts
 from tusk_events.events import Event
-from tusk_events.runtime import Runtime
+from tusk_events.runtime.core import Runtime
 
 TYPE = "user_registered"
 PAYLOAD = {"user_id": 123}

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tusk_events import TSK  # noqa: E402
-from tusk_events.runtime import Runtime  # noqa: E402
+from tusk_events.runtime.core import Runtime  # noqa: E402
 
 CALLS = """
 [bench]

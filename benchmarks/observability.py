@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tusk_events import TSK
 from tusk_events.events import Event, new_event
-from tusk_events.runtime import Runtime
+from tusk_events.runtime.core import Runtime
 
 CONFIG = """
 [app]
@@ -94,7 +94,7 @@ def _tracer_provider(events: int, sample: float) -> Any:
 def _events(n: int, mode: str | None) -> Iterator[Event]:
     """Jobs; with ``mode``, stamped as a producer traced in that mode stamps them (same bytes in
     every mode, only the sampled flag follows the ratio, as ``TraceIdRatioBased`` decides it)."""
-    from tusk_events.tracing import format_traceparent, publish_span_id
+    from tusk_events.observe.tracing import format_traceparent, publish_span_id
 
     ratio = float(mode[4:]) if mode is not None and mode.startswith("all@") else 1.0
     bound = round(ratio * (1 << 64))
@@ -109,7 +109,7 @@ def _events(n: int, mode: str | None) -> Iterator[Event]:
 
 def run_once(bus_url: str, workdir: Path, shape: str, mode: str, events: int) -> float:
     """Seconds to handle ``events`` events in ``mode``."""
-    from tusk_events.logs import disconnect_flow_logging, setup_logging
+    from tusk_events.observe.logs import disconnect_flow_logging, setup_logging
 
     fresh_memory = bus_url.startswith("memory://")
     if fresh_memory:  # a new embedded server per run: none inherits the previous run's keys
@@ -126,13 +126,13 @@ def run_once(bus_url: str, workdir: Path, shape: str, mode: str, events: int) ->
         rt.bus.publish_many(_events(events, mode if shape == "consume, traced" else None))
         provider = None
         if mode != "off":
-            from tusk_events.metrics import BusCollector, Metrics
+            from tusk_events.observe.metrics import BusCollector, Metrics
 
             metrics = Metrics(runtime=rt).connect()
             metrics.registry.register(BusCollector(rt.bus, rt.dlq))
             undo.append(metrics.disconnect)
         if mode.startswith("all@"):
-            from tusk_events.tracing import instrument
+            from tusk_events.observe.tracing import instrument
 
             provider = _tracer_provider(events, float(mode[4:]))
             undo.append(instrument(rt, provider).close)

@@ -81,7 +81,7 @@ def timed_us(fn: Callable[[str], object], text: str, repeat: int) -> float:
 
 
 PARSE_CONFIG = (
-    "from tusk_events.parser import load; "
+    "from tusk_events.lang.parser import load; "
     "load(open('configs/event_system.tsk', encoding='utf-8').read(), env={})"
 )
 
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=7, help="cold-start subprocess runs")
     args = parser.parse_args()
 
-    from tusk_events.parser import Parsed, load
+    from tusk_events.lang.parser import Parsed, load
 
     def load_(text: str) -> Parsed:
         return load(text, env={})

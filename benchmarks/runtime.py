@@ -31,8 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from tusk_events import TSK, signals  # noqa: E402
-from tusk_events.runtime import Runtime  # noqa: E402
+from tusk_events import TSK  # noqa: E402
+from tusk_events.runtime import signals  # noqa: E402
+from tusk_events.runtime.core import Runtime  # noqa: E402
 
 ONE_SERVICE = """
 [app]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tusk_events.errors import TskSyntaxError
-from tusk_events.parser import Parsed, dumps, load
+from tusk_events.lang.parser import Parsed, dumps, load
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
@@ -95,7 +95,7 @@ def larks_own_lexer() -> Any:
     """The same grammar and transformer, lexed by lark's stock contextual lexer."""
     from lark import Lark
 
-    import tusk_events.parser as parser_module
+    import tusk_events.lang.parser as parser_module
 
     parser_module._parser()
     return Lark(
@@ -126,7 +126,7 @@ def test_own_lexer_agrees_with_larks_contextual_lexer(
     larks_own_lexer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """parser._ContextualLexer is lark's algorithm in a faster loop: same tokens, same results."""
-    import tusk_events.parser as parser_module
+    import tusk_events.lang.parser as parser_module
 
     ours = [outcome(text) for text in ALL_DOCUMENTS]
     monkeypatch.setattr(parser_module, "_lark", larks_own_lexer)

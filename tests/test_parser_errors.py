@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tusk_events.errors import TskSyntaxError
-from tusk_events.parser import load
+from tusk_events.lang.parser import load
 
 DATA = Path(__file__).parent / "data"
 MALFORMED = json.loads((DATA / "malformed.json").read_text(encoding="utf-8"))
@@ -250,7 +250,7 @@ _STOCK: list = []
 
 def _with_larks_lexer(text: str) -> tuple:
     """Outcome of load() with lark's stock contextual lexer in place of the parser's own."""
-    import tusk_events.parser as parser_module
+    import tusk_events.lang.parser as parser_module
 
     if not _STOCK:
         from lark import Lark

@@ -40,9 +40,19 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         sections = cfg.sections()
         n_fujsen = sum(len(cfg.fujsen_names(s)) for s in sections)
-        from tusk_events.compat import check_contracts
+        from tusk_events.config import TSK
+        from tusk_events.contracts.compat import check_contracts
 
-        problems = _check_services(cfg) + check_contracts(cfg, against=getattr(args, "against", None))
+        against = getattr(args, "against", None)
+        old_problems: list[str] = []
+        old = None
+        if against is not None:
+            try:
+                old = TSK.from_file(against, env=cfg.env)
+            except TuskError as err:
+                old_problems = [f"--against {against}: {err}"]
+        problems = (_check_services(cfg) + check_contracts(cfg, against=against, old=old)
+                    + old_problems)
         if problems:
             for p in problems:
                 print(f"{path}: {p}", file=sys.stderr)
@@ -53,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check_services(cfg: Any) -> list[str]:
-    from tusk_events.services import check_services
+    from tusk_events.runtime.services import check_services
 
     return check_services(cfg)
 
@@ -176,19 +186,19 @@ def _add_observability_commands(sub: Any) -> None:
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
     p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
     p.add_argument("--json", action="store_true", help="one JSON object (per refresh)")
-    p.set_defaults(func=lazy("tusk_events.metrics", "cmd_stats"))
+    p.set_defaults(func=lazy("tusk_events.observe.metrics", "cmd_stats"))
 
     p = sub.add_parser("trace", help="one flow from the event store, as a causation tree")
     p.add_argument("file", metavar="FILE")
     p.add_argument("trace_id", metavar="TRACE_ID", help="a trace id (or the id of one of its events)")
     p.add_argument("--format", choices=["text", "mermaid", "json"], default="text")
     p.add_argument("--since", metavar="ISO", help="only look at events after this time (UTC)")
-    p.set_defaults(func=lazy("tusk_events.tracing", "cmd_trace"))
+    p.set_defaults(func=lazy("tusk_events.observe.tracing", "cmd_trace"))
 
     p = sub.add_parser("graph", help="draw the services, event types and DLQs the configs declare")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
-    p.set_defaults(func=lazy("tusk_events.graph", "cmd_graph"))
+    p.set_defaults(func=lazy("tusk_events.observe.graph", "cmd_graph"))
 
 
 def _add_contract_commands(sub: Any) -> None:
@@ -197,8 +207,8 @@ def _add_contract_commands(sub: Any) -> None:
     def cmd_docs(args: argparse.Namespace) -> int:
         from pathlib import Path
 
-        from tusk_events.asyncapi import document, format_for, render
         from tusk_events.config import TSK
+        from tusk_events.contracts.asyncapi import document, format_for, render
 
         configs = [TSK.from_file(path) for path in args.files]
         fmt = args.format or format_for(args.output)
@@ -230,8 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from tusk_events.logs import setup_logging
-    from tusk_events.runtime import Runtime
+    from tusk_events.observe.logs import setup_logging
+    from tusk_events.runtime.core import Runtime
 
     setup_logging(args.log_level, args.log_format)
     if args.processes > 1:
@@ -239,7 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime = Runtime.from_files(args.files, **({"isolation": args.isolation} if args.isolation else {}))
     with runtime:
         if args.metrics_port:
-            from tusk_events.metrics import serve_metrics
+            from tusk_events.observe.metrics import serve_metrics
 
             serve_metrics(args.metrics_port, runtime)
         if args.until_idle:
@@ -270,11 +280,11 @@ def _run_processes(args: argparse.Namespace) -> int:
                           f"this config uses {first.bus_url}")
     if args.metrics_port:
         # one endpoint here, summing what the workers write to a multiprocess dir they inherit
-        from tusk_events.metrics import supervise_metrics
+        from tusk_events.observe.metrics import supervise_metrics
 
         supervise_metrics(args.metrics_port, args.files)
     if not args.no_startup:
-        from tusk_events.runtime import Runtime
+        from tusk_events.runtime.core import Runtime
 
         with Runtime.from_files(args.files) as rt:
             rt.run_startup()
@@ -301,7 +311,7 @@ def _run_processes(args: argparse.Namespace) -> int:
 
 
 def _runtime_for(path: str) -> Any:
-    from tusk_events.runtime import Runtime
+    from tusk_events.runtime.core import Runtime
 
     return Runtime.from_files([path])
 
@@ -336,7 +346,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from tusk_events.config import TSK
-    from tusk_events.helpers import shared_store
+    from tusk_events.fujsen.helpers import shared_store
 
     cfg = TSK.from_file(args.file)
     store = shared_store(cfg.store_url)
@@ -380,7 +390,7 @@ def _progress(total: int) -> Any:
 
 def cmd_store(args: argparse.Namespace) -> int:
     from tusk_events.config import TSK
-    from tusk_events.helpers import shared_store
+    from tusk_events.fujsen.helpers import shared_store
 
     cfg = TSK.from_file(args.file)
     stats = shared_store(cfg.store_url).stats()

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tusk_events.contracts import Contracts
+from tusk_events.contracts.model import Contracts
 from tusk_events.defaults import (
     BUS_ENV_VAR,
     DEFAULT_BUS_URL,
@@ -33,10 +33,10 @@ from tusk_events.defaults import (
     STORE_ENV_VAR,
 )
 from tusk_events.errors import ConfigError, FujsenError
-from tusk_events.executor import FujsenRunner
-from tusk_events.guards import safe_builtins
-from tusk_events.helpers import helper_globals
-from tusk_events.sandbox import CompiledFujsen, compile_fujsen
+from tusk_events.fujsen.executor import FujsenRunner
+from tusk_events.fujsen.guards import safe_builtins
+from tusk_events.fujsen.helpers import helper_globals
+from tusk_events.fujsen.sandbox import CompiledFujsen, compile_fujsen
 
 _CODE = re.compile(r"\s*(?:#[^\n]*\n\s*)*def\s+\w+\s*\(")
 _BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
@@ -73,7 +73,7 @@ class TSK:
         text: str | None = None,
         isolation: str | None = None,
     ) -> None:
-        from tusk_events.isolation import isolation_level
+        from tusk_events.fujsen.isolation import isolation_level
 
         self.data = data
         # "inline" or "process" (worker pool); the argument overrides the config's `isolation`
@@ -106,7 +106,7 @@ class TSK:
         isolation: str | None = None,
     ) -> TSK:
         """Parse ``text``; ``env`` is what ``@env`` reads (default ``os.environ``)."""
-        from tusk_events.parser import load
+        from tusk_events.lang.parser import load
 
         parsed = load(text, env=env, path=path)
         return cls(
@@ -161,7 +161,7 @@ class TSK:
 
     def to_string(self) -> str:
         """A .tsk document that parses back to the same ``data`` (fujsen included)."""
-        from tusk_events.parser import dumps
+        from tusk_events.lang.parser import dumps
 
         return dumps(self.data)
 
@@ -227,7 +227,7 @@ class TSK:
 
     def _publish(self, type: str, payload: Any = None, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``publish(type, payload)`` for fujsen outside a runtime: straight onto the config's bus."""
-        from tusk_events import budget
+        from tusk_events.fujsen import budget
 
         def send() -> dict[str, Any]:
             if self._bus is None:
@@ -239,7 +239,7 @@ class TSK:
             return self._bus.publish(type, payload, metadata=dict(metadata or {})).to_dict()
 
         if not isinstance(type, str) or not type:
-            from tusk_events.guards import violate
+            from tusk_events.fujsen.guards import violate
 
             violate("publish(): the event type must be a non-empty string")
         return budget.blocking(send)
@@ -317,7 +317,7 @@ class TSK:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             raise FujsenError(f"[{section}] fujsen_timeout must be a positive number of seconds")
         if self.isolation == "process":
-            from tusk_events.isolation import IsolatedRunner, pool_for
+            from tusk_events.fujsen.isolation import IsolatedRunner, pool_for
 
             return IsolatedRunner(  # type: ignore[return-value]  # same call interface
                 compiled, entry, section, self._section_globals(section), float(timeout),

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from tusk_events import TSK
-from tusk_events.asyncapi import document, format_for, render
 from tusk_events.cli import main
+from tusk_events.contracts.asyncapi import document, format_for, render
 from tusk_events.events import new_event
 
 ROOT = Path(__file__).resolve().parents[2]

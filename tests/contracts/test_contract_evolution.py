@@ -8,7 +8,7 @@ import pytest
 
 from tusk_events import TSK
 from tusk_events.cli import main
-from tusk_events.compat import check_contracts, compare
+from tusk_events.contracts.compat import check_contracts, compare
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "configs" / "app.tsk"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tusk_events import TSK, ConfigError
-from tusk_events.contracts import Contracts
-from tusk_events.services import services
+from tusk_events.contracts.model import Contracts
+from tusk_events.runtime.services import services
 
 SINGLE = """
 [contracts]
@@ -196,7 +196,7 @@ def test_contracts_of_several_configs_merge():
 def test_the_documented_example_parses():
     import textwrap
 
-    import tusk_events.contracts as module
+    import tusk_events.contracts.model as module
 
     doc = module.__doc__ or ""
     example = doc.split("::\n", 1)[1].split("\nA schema is", 1)[0]

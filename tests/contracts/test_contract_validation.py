@@ -7,7 +7,7 @@ import pytest
 from tusk_events import TSK, ContractError, FujsenError
 from tusk_events.bus import connect
 from tusk_events.events import Event, new_event
-from tusk_events.runtime import Runtime
+from tusk_events.runtime.core import Runtime
 
 CONTRACTS = """
 [contracts]

@@ -10,7 +10,7 @@ from obs_support import APP
 
 from tusk_events import TSK
 from tusk_events.cli import main
-from tusk_events.graph import architecture, to_dot, to_mermaid
+from tusk_events.observe.graph import architecture, to_dot, to_mermaid
 
 APP_MERMAID = """\
 flowchart LR

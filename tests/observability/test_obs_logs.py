@@ -8,11 +8,13 @@ import logging
 
 import pytest
 
-from tusk_events import TSK, logs, signals
+from tusk_events import TSK
 from tusk_events.errors import ConfigError
 from tusk_events.events import new_event
-from tusk_events.logs import disconnect_flow_logging, parse_levels, setup_logging
-from tusk_events.runtime import Runtime
+from tusk_events.observe import logs
+from tusk_events.observe.logs import disconnect_flow_logging, parse_levels, setup_logging
+from tusk_events.runtime import signals
+from tusk_events.runtime.core import Runtime
 
 PRINTING = """
 [app]
@@ -81,7 +83,7 @@ def test_failed_attempts_and_retries_are_logged_with_their_event(env, logged):
     assert [d["message"].split(" ")[0] for d in flow] == ["attempt", "retrying", "attempt"]
     assert all(d["event_id"] == sent.id and d["trace_id"] == sent.trace_id and d["service"] == "greeter"
                for d in flow)
-    (dead,) = [d for d in lines(logged) if d["logger"] == "tusk_events.runtime"]
+    (dead,) = [d for d in lines(logged) if d["logger"] == "tusk_events.runtime.core"]
     assert dead["level"] == "WARNING" and dead["event_id"] == sent.id and dead["trace_id"] == sent.trace_id
 
 
@@ -130,15 +132,15 @@ def test_explicit_fields_win_over_the_current_event(logged):
 def test_levels_per_component(logged):
     assert parse_levels("WARNING") == (logging.WARNING, {})
     assert parse_levels("tusk_events.bus=DEBUG,WARNING") == (logging.WARNING, {"tusk_events.bus": logging.DEBUG})
-    assert parse_levels("info, tusk_events.runtime=error") == (logging.INFO, {"tusk_events.runtime": logging.ERROR})
+    assert parse_levels("info, tusk_events.runtime.core=error") == (logging.INFO, {"tusk_events.runtime.core": logging.ERROR})
     assert parse_levels("tusk_events.bus=10") == (logging.WARNING, {"tusk_events.bus": 10})
     for bad in ("LOUD", "tusk_events.bus=LOUD", "=DEBUG"):
         with pytest.raises(ConfigError):
             parse_levels(bad)
     setup_logging("tusk_events.bus=DEBUG,ERROR", "json", stream=logged)
     logging.getLogger("tusk_events.bus.redis_bus").debug("bus detail")
-    logging.getLogger("tusk_events.runtime").warning("hidden")
-    logging.getLogger("tusk_events.runtime").error("shown")
+    logging.getLogger("tusk_events.runtime.core").warning("hidden")
+    logging.getLogger("tusk_events.runtime.core").error("shown")
     assert [d["message"] for d in lines(logged)] == ["bus detail", "shown"]
     # configuring again resets the loggers the previous call named
     setup_logging("ERROR", "json", stream=logged)

@@ -17,9 +17,10 @@ require("prometheus_client", "metrics")
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tusk_events import TSK, signals
-from tusk_events.metrics import BusCollector, Metrics, read_stats, serve_metrics
-from tusk_events.runtime import Runtime
+from tusk_events import TSK
+from tusk_events.observe.metrics import BusCollector, Metrics, read_stats, serve_metrics
+from tusk_events.runtime import signals
+from tusk_events.runtime.core import Runtime
 
 
 def value(registry, name: str, **labels: str) -> float:
@@ -225,7 +226,7 @@ def test_the_rich_table_shows_the_same_figures(app_run):
     pytest.importorskip("rich")
     from rich.console import Console
 
-    from tusk_events.metrics import _rich_table
+    from tusk_events.observe.metrics import _rich_table
 
     rt, _ = app_run
     console = Console(record=True, width=120)

@@ -14,13 +14,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tusk_events import TSK
-from tusk_events.runtime import Runtime
-from tusk_events.tracing import (
+from tusk_events.observe.tracing import (
     handle_span_id,
     instrument,
     parse_traceparent,
     publish_span_id,
 )
+from tusk_events.runtime.core import Runtime
 
 PUBLISHER = """
 [app]

@@ -12,7 +12,7 @@ from obs_support import APP, ROOT
 
 from tusk_events import TSK
 from tusk_events.cli import main
-from tusk_events.runtime import Runtime
+from tusk_events.runtime.core import Runtime
 
 pytestmark = pytest.mark.redis
 

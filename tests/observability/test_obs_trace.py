@@ -12,8 +12,7 @@ from tusk_events import TSK
 from tusk_events.cli import main
 from tusk_events.errors import ConfigError
 from tusk_events.events import Event
-from tusk_events.runtime import Runtime
-from tusk_events.tracing import (
+from tusk_events.observe.tracing import (
     DEAD_LETTERED,
     HANDLED,
     NO_RECORD,
@@ -24,6 +23,7 @@ from tusk_events.tracing import (
     render_text,
     trace_to_dict,
 )
+from tusk_events.runtime.core import Runtime
 
 
 @pytest.fixture

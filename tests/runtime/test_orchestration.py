@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 from tusk_events import TSK
-from tusk_events.runtime import Runtime
+from tusk_events.runtime.core import Runtime
 
 ORCH = Path(__file__).resolve().parents[2] / "configs" / "orchestration.tsk"
 

@@ -11,8 +11,8 @@ import pytest
 from tusk_events import TSK, ConfigError
 from tusk_events.cli import main
 from tusk_events.events import new_event
-from tusk_events.runtime import Runtime, _backoff
-from tusk_events.services import ServiceSpec
+from tusk_events.runtime.core import Runtime, _backoff
+from tusk_events.runtime.services import ServiceSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "configs" / "app.tsk"

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from tusk_events import TSK
-from tusk_events.helpers import shared_store
+from tusk_events.fujsen.helpers import shared_store
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "configs" / "app.tsk"
@@ -63,7 +63,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_publishes_nothing_twice(redis
     env = _env(redis_url, tmp_path)
     n = 1500
     cfg = TSK.from_file(cfg_path, env=env)
-    from tusk_events.runtime import Runtime
+    from tusk_events.runtime.core import Runtime
 
     with Runtime([cfg]) as rt:
         jobs = [rt.publish("job", {"n": i}) for i in range(n)]

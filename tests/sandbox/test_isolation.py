@@ -23,7 +23,7 @@ from test_legit_sample import CASES, tsk_text
 
 from tusk_events import TSK, ConfigError, FujsenError, FujsenTimeout, SandboxViolation
 from tusk_events.cli import main as cli_main
-from tusk_events.isolation import (
+from tusk_events.fujsen.isolation import (
     PlainUnpickler,
     ProtocolError,
     WorkerPool,
@@ -217,7 +217,7 @@ def test_time_in_the_parent_serving_a_helper_does_not_count():
 
 def test_network_fallback_is_one_log_line(caplog):
     pool = WorkerPool(workers=1)
-    with caplog.at_level(logging.WARNING, logger="tusk_events.isolation"):
+    with caplog.at_level(logging.WARNING, logger="tusk_events.fujsen.isolation"):
         for _ in range(3):
             pool.report({"network": "host", "network_error": "unshare(CLONE_NEWNET): Operation not permitted"})
     assert [r.getMessage() for r in caplog.records] == [
@@ -276,7 +276,7 @@ def test_cli_run_option_goes_through_runtime_from_files(tmp_path, monkeypatch, c
 
 
 def test_a_worker_that_cannot_start_is_a_fujsen_error(monkeypatch):
-    from tusk_events import isolation
+    from tusk_events.fujsen import isolation
 
     cfg = iso("isolation_workers: 5\n[s]\nf_fujsen = '''\ndef f():\n    return 1\n'''\n")
     pool = _pool(cfg, "s", "f")
@@ -468,7 +468,7 @@ def handle(event):
 
 
 def test_runtime_retries_and_dead_letters_a_killed_worker(tmp_path, memory_url):
-    from tusk_events.runtime import Runtime
+    from tusk_events.runtime.core import Runtime
 
     env = {"EVENT_BUS": memory_url, "EVENT_STORE": f"sqlite:///{tmp_path}/events.db"}
     cfg = TSK.from_string(SLEEPY, env=env, isolation="process")
@@ -567,7 +567,7 @@ def test_dead_letter_queue_publish(memory_url):
 
 
 def _app_summary(tmp_path: Path, isolation: str) -> tuple[int, int, int, int]:
-    from tusk_events.runtime import Runtime
+    from tusk_events.runtime.core import Runtime
 
     env = {
         "EVENT_BUS": "memory://app-" + uuid.uuid4().hex[:8],

@@ -172,6 +172,7 @@ class Bus(ABC):
         visibility_timeout_ms: int | None = None,
         on_error: ErrorHandler | None = None,
         start: Literal["earliest", "latest"] = "earliest",
+        dedup_ttl_s: float | None = None,
     ) -> Subscription:
         """A subscription of ``handler`` to ``types``; call ``run()``, ``run_until_idle()`` or ``start()`` on it.
 
@@ -184,6 +185,7 @@ class Bus(ABC):
         another consumer may claim it), ``start`` (where a group created now begins:
         "earliest" retained entry or "latest"). ``block_ms``: how long one read waits on
         the server. ``on_error(exc, event, delivery)`` is called after a handler raised.
+        ``dedup_ttl_s``: how long a group remembers the ids it handled (durable only).
         """
 
     @abstractmethod

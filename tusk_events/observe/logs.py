@@ -8,7 +8,7 @@ is for the CLI and for applications that want the same lines. What it adds:
   (:class:`EventContextFilter`), so one flow can be grepped out of many workers' logs;
 * levels per component: ``"tusk_events.bus=DEBUG,WARNING"`` (:func:`parse_levels`);
 * the runtime's failed attempts and retries (INFO, logger ``tusk_events.flow``) and, when that
-  logger is at DEBUG, every publish and handled event: receivers of :mod:`tusk_events.signals`.
+  logger is at DEBUG, every publish and handled event: receivers of :mod:`tusk_events.runtime.signals`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from tusk_events import signals
 from tusk_events.errors import ConfigError
 from tusk_events.events import Event, current_event
+from tusk_events.runtime import signals
 
 CONTEXT_FIELDS = ("trace_id", "event_id", "event_type", "service")
 """Record attributes :class:`EventContextFilter` sets, in the order text lines show them."""
@@ -34,7 +34,7 @@ flow_log = logging.getLogger("tusk_events.flow")
 
 def _publish_context() -> Callable[[], Any]:
     """The runtime's record of which service is handling which event (None outside handlers)."""
-    from tusk_events.runtime import _context
+    from tusk_events.runtime.core import _context
 
     return _context.get
 
@@ -112,7 +112,7 @@ def _level(text: str, spec: str) -> int:
 
 
 def parse_levels(spec: str) -> tuple[int, dict[str, int]]:
-    """``"WARNING"`` or ``"tusk_events.bus=DEBUG,tusk_events.runtime=INFO,WARNING"``.
+    """``"WARNING"`` or ``"tusk_events.bus=DEBUG,tusk_events.runtime.core=INFO,WARNING"``.
 
     Returns the root level (WARNING when only loggers are named) and a level per logger name.
     """

@@ -1,6 +1,6 @@
 """Prometheus metrics of a runtime, and ``tusk-events stats``.
 
-Counters and histograms are receivers of :mod:`tusk_events.signals`; they exist only once
+Counters and histograms are receivers of :mod:`tusk_events.runtime.signals`; they exist only once
 :meth:`Metrics.connect` (or :func:`serve_metrics`) connected them, so a run without metrics
 pays nothing. Gauges describing the bus are read when Prometheus scrapes, not kept up to date.
 
@@ -43,7 +43,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tusk_events import signals
 from tusk_events.defaults import (
     METRICS_ADDR,
     METRICS_END_TO_END_BUCKETS,
@@ -51,14 +50,15 @@ from tusk_events.defaults import (
     METRICS_SUPERVISOR_ENV_VAR,
 )
 from tusk_events.errors import ConfigError
+from tusk_events.runtime import signals
 
 if TYPE_CHECKING:
     import argparse
 
     from tusk_events.bus import Bus
-    from tusk_events.dlq import DeadLetterQueue
     from tusk_events.events import Event
-    from tusk_events.runtime import Runtime
+    from tusk_events.runtime.core import Runtime
+    from tusk_events.runtime.dlq import DeadLetterQueue
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +471,7 @@ def supervise_metrics(port: int, files: Sequence[str], *, addr: str = METRICS_AD
     """
     from tusk_events.bus import connect, redis_client
     from tusk_events.config import TSK
-    from tusk_events.dlq import DeadLetterQueue
+    from tusk_events.runtime.dlq import DeadLetterQueue
 
     if _multiprocess_dir() is None:
         path = tempfile.mkdtemp(prefix="tusk-metrics-")
@@ -562,7 +562,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from tusk_events.bus import connect, redis_client
     from tusk_events.bus.base import redact_url
     from tusk_events.config import TSK
-    from tusk_events.dlq import DeadLetterQueue
+    from tusk_events.runtime.dlq import DeadLetterQueue
 
     cfg = TSK.from_file(args.file)
     if cfg.bus_url.startswith("memory://"):

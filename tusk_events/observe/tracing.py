@@ -42,17 +42,17 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tusk_events import signals
 from tusk_events.defaults import DEDUP_PREFIX
 from tusk_events.errors import ConfigError
 from tusk_events.events import Event, current_event
+from tusk_events.runtime import signals
 
 if TYPE_CHECKING:
     import argparse
 
     from tusk_events.config import TSK
-    from tusk_events.dlq import DeadLetter, DeadLetterQueue
-    from tusk_events.runtime import Runtime
+    from tusk_events.runtime.core import Runtime
+    from tusk_events.runtime.dlq import DeadLetter, DeadLetterQueue
     from tusk_events.store import EventStore
 
 # --- the causation tree ----------------------------------------------------------------------
@@ -310,7 +310,7 @@ TRACE_RENDERERS = {"text": render_text, "mermaid": render_mermaid, "json": rende
 
 def subscribers_of(configs: Iterable[TSK]) -> dict[str, list[tuple[str, str]]]:
     """Per event type, the (service, consumer group) pairs subscribed to it, in config order."""
-    from tusk_events.services import services
+    from tusk_events.runtime.services import services
 
     out: dict[str, list[tuple[str, str]]] = {}
     for cfg in configs:
@@ -343,7 +343,7 @@ def load_trace(
 
     ``client``/``dlq`` default to the config's bus; pass ``client=False`` to leave the bus out.
     """
-    from tusk_events.helpers import shared_store
+    from tusk_events.fujsen.helpers import shared_store
 
     cfg = configs[0]
     store = store or shared_store(cfg.store_url)
@@ -366,8 +366,8 @@ def _consult_bus(
     from redis.exceptions import RedisError
 
     from tusk_events.bus import redis_client
-    from tusk_events.dlq import DeadLetterQueue
     from tusk_events.errors import BusError
+    from tusk_events.runtime.dlq import DeadLetterQueue
 
     try:
         client = client if client is not None else redis_client(cfg.bus_url)

@@ -19,9 +19,9 @@ import uuid as _uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from tusk_events import budget
 from tusk_events.defaults import MAX_CLIENTS_PER_TSK
-from tusk_events.guards import Violation, violate
+from tusk_events.fujsen import budget
+from tusk_events.fujsen.guards import Violation, violate
 
 
 class Facade:
@@ -114,7 +114,7 @@ def _bounded(name: str, fn: Callable[..., Any], limit: int) -> Callable[..., Any
 
 
 def _prod(iterable: Iterable[Any], *, start: Any = 1) -> Any:
-    from tusk_events.guards import _mul_
+    from tusk_events.fujsen.guards import _mul_
 
     result = start
     for x in iterable:

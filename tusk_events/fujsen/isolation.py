@@ -48,7 +48,7 @@ down. When that fails it keeps the host's network, the parent logs one warning, 
 The worker has no Redis or database connection. ``redis.*`` (commands, pipelines - buffered
 in the worker and sent in one request at ``execute()`` -, pub/sub), ``query``, ``execute``,
 ``publish`` and any helper bound with ``bind_helpers`` are proxied to the parent, which runs
-the real facades of :mod:`tusk_events.helpers` on the worker's behalf, with the same
+the real facades of :mod:`tusk_events.fujsen.helpers` on the worker's behalf, with the same
 allowlists and the config's own URL list, in the calling thread (so the runtime's publish
 context and the event's causal context apply). Violations come back as violations,
 exceptions as exceptions of the same name (derived from their nearest builtin class) with
@@ -127,7 +127,6 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tusk_events import budget, helpers
 from tusk_events.defaults import (
     ISOLATION_CPU_LIMIT_S,
     ISOLATION_DEFAULT,
@@ -142,10 +141,11 @@ from tusk_events.defaults import (
     ISOLATION_WORKERS,
 )
 from tusk_events.errors import ConfigError, FujsenError, FujsenTimeout, SandboxViolation
-from tusk_events.guards import Violation
-from tusk_events.sandbox import CompiledFujsen
+from tusk_events.fujsen import budget, helpers
+from tusk_events.fujsen.guards import Violation
+from tusk_events.fujsen.sandbox import CompiledFujsen
 
-log = logging.getLogger("tusk_events.isolation")
+log = logging.getLogger("tusk_events.fujsen.isolation")
 
 LEVELS = ("inline", "process")
 """The values ``isolation`` accepts."""
@@ -847,7 +847,7 @@ class _Worker:
             client = self.client_handles.get(handle)
             if client is not None and client[0] is frame.runner.redis:
                 return "client", client[1]
-        from tusk_events.guards import violate
+        from tusk_events.fujsen.guards import violate
 
         violate("this redis object belongs to another fujsen call")
         raise AssertionError  # pragma: no cover - violate raises
@@ -925,7 +925,7 @@ def _exit_reason(proc: subprocess.Popen[bytes]) -> str:
 
 def _worker_path() -> list[str]:
     """The import path a worker needs: this package's root, then the parent's own path."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return list(dict.fromkeys([root, *(p for p in sys.path if p and os.path.exists(p))]))
 
 
@@ -933,7 +933,7 @@ _BOOT = (
     "import json, sys\n"
     "s = json.loads(sys.argv[1])\n"
     "sys.path[:0] = [p for p in s['path'] if p not in sys.path]\n"
-    "from tusk_events.worker import main\n"
+    "from tusk_events.fujsen.worker import main\n"
     "main(s)\n"
 )
 

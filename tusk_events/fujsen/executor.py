@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from tusk_events import budget
-from tusk_events.budget import Interrupt
 from tusk_events.errors import FujsenError, FujsenTimeout, SandboxViolation
-from tusk_events.guards import Violation
-from tusk_events.sandbox import CompiledFujsen
+from tusk_events.fujsen import budget
+from tusk_events.fujsen.budget import Interrupt
+from tusk_events.fujsen.guards import Violation
+from tusk_events.fujsen.sandbox import CompiledFujsen
 
 
 class FujsenRunner:

@@ -27,39 +27,16 @@ import unicodedata
 from dataclasses import dataclass
 from types import CodeType
 
-from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
+from RestrictedPython.transformer import RestrictingNodeTransformer
 
 from tusk_events.errors import SandboxViolation
-
-FORBIDDEN_NAMES = frozenset(
-    {
-        "open", "exec", "eval", "compile", "globals", "locals", "vars", "dir", "getattr",
-        "setattr", "delattr", "hasattr", "type", "object", "super", "breakpoint", "input",
-        "help", "exit", "quit", "memoryview", "classmethod", "staticmethod", "property",
-        "id", "BaseException", "SystemExit", "KeyboardInterrupt", "GeneratorExit",
-        "BaseExceptionGroup", "ExceptionGroup", "copyright", "credits", "license",
-    }
+from tusk_events.fujsen.policy import (
+    ALLOWED_IMPORTS,
+    FORBIDDEN_ATTRIBUTES,
+    FORBIDDEN_NAMES,
+    GUARDED_ATTRIBUTES,
+    HELPER_NAMES,
 )
-"""Builtins a fujsen may not name (unless it binds the name itself, e.g. ``type = event["type"]``)."""
-
-FORBIDDEN_ATTRIBUTES = INSPECT_ATTRIBUTES | frozenset(
-    {
-        "mro", "gi_running", "gi_suspended", "cr_running", "cr_suspended", "ag_running",
-        "f_lineno", "f_lasti", "f_trace_lines", "f_trace_opcodes", "tb_lasti", "tb_lineno",
-        "co_consts", "co_names", "co_varnames", "co_filename", "co_name", "co_qualname",
-        "co_lines", "co_positions", "co_exceptiontable", "co_linetable", "co_freevars",
-        "co_cellvars", "obj", "with_traceback", "add_note", "format_field",
-    }
-)
-"""Attributes that lead from an ordinary object to frames, code or the interpreter."""
-
-GUARDED_ATTRIBUTES = frozenset(
-    {
-        "format", "format_map", "ljust", "rjust", "center", "zfill", "expandtabs",
-        "replace", "join", "encode", "decode", "to_bytes",
-    }
-)
-"""Methods whose cost depends on their arguments: resolved through ``_attr_`` at run time."""
 
 _GUARDED_BINOPS: dict[type[ast.operator], str] = {
     ast.Mult: "_mul_",
@@ -67,13 +44,6 @@ _GUARDED_BINOPS: dict[type[ast.operator], str] = {
     ast.LShift: "_lshift_",
     ast.Mod: "_mod_",
 }
-
-HELPER_NAMES = frozenset({"redis", "json", "time", "math", "datetime", "uuid", "hashlib"})
-"""Injected helper facades: a fujsen may use them but never rebind their attributes."""
-
-ALLOWED_IMPORTS = HELPER_NAMES
-"""``import json`` binds the injected facade (so pasted code keeps working); nothing else imports."""
-
 
 @dataclass(frozen=True)
 class CompiledFujsen:
@@ -171,7 +141,7 @@ class FujsenPolicy(RestrictingNodeTransformer):
         if guard is None or _obviously_small(node, self.small_ints):
             return node
         if isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
-            from tusk_events.guards import check_printf
+            from tusk_events.fujsen.guards import check_printf
 
             problem = check_printf(node.left.value)
             if problem:
@@ -207,7 +177,7 @@ class FujsenPolicy(RestrictingNodeTransformer):
         if spec is None:
             return node
         if isinstance(spec, ast.JoinedStr) and all(isinstance(v, ast.Constant) for v in spec.values):
-            from tusk_events.guards import check_format_spec
+            from tusk_events.fujsen.guards import check_format_spec
 
             text = "".join(str(v.value) for v in spec.values)  # type: ignore[attr-defined]
             problem = check_format_spec(text)
@@ -487,22 +457,22 @@ def compile_fujsen(
             problems.append(
                 (stmt.lineno, f"top-level {type(stmt).__name__} statement (fujsen hold definitions only)")
             )
-    for stmt in ast.walk(tree):
+    for node in ast.walk(tree):
         # Whatever runs when the definitions are executed must be inert: defaults are
         # literals, annotations are dropped, class bodies hold defs and literals only.
-        if isinstance(stmt, (ast.FunctionDef, ast.Lambda)):
-            for default in stmt.args.defaults + [d for d in stmt.args.kw_defaults if d]:
+        if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            for default in node.args.defaults + [d for d in node.args.kw_defaults if d]:
                 if not _is_literal(default):
-                    problems.append((stmt.lineno, "default argument values must be literals"))
-            for arg in stmt.args.posonlyargs + stmt.args.args + stmt.args.kwonlyargs:
+                    problems.append((node.lineno, "default argument values must be literals"))
+            for arg in node.args.posonlyargs + node.args.args + node.args.kwonlyargs:
                 arg.annotation = None
-            for arg in (stmt.args.vararg, stmt.args.kwarg):
-                if arg is not None:
-                    arg.annotation = None
-            if isinstance(stmt, ast.FunctionDef):
-                stmt.returns = None
-        elif isinstance(stmt, ast.ClassDef):
-            for item in stmt.body:
+            for maybe in (node.args.vararg, node.args.kwarg):
+                if maybe is not None:
+                    maybe.annotation = None
+            if isinstance(node, ast.FunctionDef):
+                node.returns = None
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
                 inert = isinstance(item, (ast.FunctionDef, ast.Pass)) or (
                     isinstance(item, ast.Expr) and isinstance(item.value, ast.Constant)
                 ) or (isinstance(item, ast.Assign) and _is_literal(item.value))

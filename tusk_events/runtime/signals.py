@@ -3,7 +3,7 @@
 The runtime only *sends* them; the summary, metrics and logs are receivers. A signal with
 no receiver costs one attribute test, so the hot path pays for nothing it does not use.
 
-    from tusk_events import signals
+    from tusk_events.runtime import signals
 
     @signals.handled.connect
     def on_handled(service, event, seconds, **_):

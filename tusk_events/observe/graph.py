@@ -1,6 +1,6 @@
 """The architecture a config declares, as a picture: ``tusk-events graph FILE... [--format mermaid|dot]``.
 
-Nothing runs: services come from the service sections (see :mod:`tusk_events.services`),
+Nothing runs: services come from the service sections (see :mod:`tusk_events.runtime.services`),
 what each consumes from ``subscribe``, what each publishes from the ``publish("type", ...)``
 calls in its handler fujsen (read with :mod:`ast`: constant types only; a type computed at run
 time cannot be drawn and is listed in a comment), and every service has its dead-letter queue.
@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tusk_events.dlq import DLQ_PREFIX
 from tusk_events.errors import ConfigError
+from tusk_events.runtime.dlq import DLQ_PREFIX
 
 if TYPE_CHECKING:
     import argparse
@@ -147,7 +147,7 @@ def _entry(key: str, functions: dict[str, ast.FunctionDef], wanted: str) -> str 
 
 def architecture(configs: Sequence[TSK]) -> Architecture:
     """Services, sources and event types of ``configs`` (one system, as the runtime runs them)."""
-    from tusk_events.services import services
+    from tusk_events.runtime.services import services
 
     arch = Architecture()
     for cfg in configs:

@@ -55,7 +55,7 @@ service from elsewhere are checked the same way before the handler runs; one tha
 contract goes to the service's dead-letter queue with the reason (``attempts`` 0: the handler
 was never called). The contract section of several configs run together is merged.
 
-Evolution (:mod:`tusk_events.compat`): :func:`~tusk_events.compat.compare` lists what changed
+Evolution (:mod:`tusk_events.contracts.compat`): :func:`~tusk_events.compat.compare` lists what changed
 between two configs' contracts and which changes break existing consumers (``tusk-events check
 NEW --against OLD``). Compatibility means both ways: events valid under the old contract still
 pass the new one (stored events, producers not yet redeployed), and consumers written for the
@@ -73,7 +73,7 @@ import textwrap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from tusk_events.defaults import (
     CONTRACT_DEFAULT_DRAFT,
@@ -87,7 +87,21 @@ from tusk_events.events import Event, new_event
 
 if TYPE_CHECKING:
     from tusk_events.bus import Bus
-    from tusk_events.config import TSK
+
+
+class TSK(Protocol):
+    """What contracts read from a config (:class:`tusk_events.config.TSK` is one); a protocol,
+    so this layer never imports the config layer above it."""
+
+    path: str | None
+    env: Mapping[str, str]
+    contracts: Contracts
+
+    @property
+    def bus_url(self) -> str: ...
+    def sections(self) -> dict[str, dict[str, Any]]: ...
+    def get_section(self, name: str) -> Any: ...
+    def get_value_anywhere(self, key: str) -> Any: ...
 
 UNKNOWN_EVENTS_MODES: tuple[str, ...] = ("allow", "reject")
 _SECTION_SETTINGS = frozenset({"unknown_events", "title", "api_version", "description"})

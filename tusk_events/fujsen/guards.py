@@ -23,6 +23,7 @@ from tusk_events.defaults import (
     SANDBOX_MAX_STR,
     SANDBOX_MAX_WIDTH,
 )
+from tusk_events.fujsen.policy import FORBIDDEN_ATTRIBUTES
 
 _SEQ = (str, bytes, bytearray, list, tuple)
 _STRINGS = (str, bytes, bytearray)
@@ -41,7 +42,7 @@ class Violation(BaseException):
 
 
 def violate(message: str) -> None:
-    from tusk_events import budget
+    from tusk_events.fujsen import budget
 
     budget.record_violation(message)
     raise Violation(message)
@@ -152,8 +153,6 @@ class _SafeFormatter(string.Formatter):
     """``str.format`` whose fields cannot walk to private or frame attributes."""
 
     def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
-        from tusk_events.sandbox import FORBIDDEN_ATTRIBUTES
-
         _first, rest = _string.formatter_field_name_split(field_name)
         for is_attr, key in rest:
             if not is_attr:
@@ -299,7 +298,7 @@ class PrintCollector:
             text = text[: SANDBOX_MAX_PRINT - self.size]
             self.parts.append(text)
             self.size += len(text)
-        from tusk_events import budget
+        from tusk_events.fujsen import budget
 
         budget.record_print(text)
 

@@ -1,6 +1,6 @@
 """The runtime: a config's services, subscribed and handling events, with retries, dedup and DLQ.
 
-For every service section (see :mod:`tusk_events.services`) the runtime subscribes its
+For every service section (see :mod:`tusk_events.runtime.services`) the runtime subscribes its
 handler fujsen to the service's event types and, for each event:
 
 1. skips it when the service already handled this event id (idempotency, below);
@@ -39,16 +39,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tusk_events import signals
 from tusk_events.bus import ACK_ONLY, Bus, Delivery, connect, redis_client
 from tusk_events.config import TSK
-from tusk_events.contracts import Contracts
+from tusk_events.contracts.model import Contracts
 from tusk_events.defaults import DEDUP_PREFIX, DEDUP_TTL_S, DLQ_CHANNEL
-from tusk_events.dlq import DeadLetterQueue
 from tusk_events.errors import ConfigError, FujsenError
 from tusk_events.events import Event, handling, new_event
-from tusk_events.helpers import shared_store
-from tusk_events.services import ServiceSpec, services
+from tusk_events.fujsen.helpers import shared_store
+from tusk_events.runtime import signals
+from tusk_events.runtime.dlq import DeadLetterQueue
+from tusk_events.runtime.services import ServiceSpec, services
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,8 @@ class Runtime:
 
     def _publish_helper(self, type: str, payload: Any = None, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``publish(type, payload, metadata=None)`` as fujsen see it: returns the event as a dict."""
-        from tusk_events import budget
-        from tusk_events.guards import violate
+        from tusk_events.fujsen import budget
+        from tusk_events.fujsen.guards import violate
 
         if not isinstance(type, str) or not type:
             violate("publish(): the event type must be a non-empty string")

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tusk_events.contracts import ContractVersion, Flows, abbreviate
+from tusk_events.contracts.model import ContractVersion, Flows, abbreviate
 from tusk_events.defaults import CONTRACT_REF_DEPTH
 from tusk_events.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tusk_events.config import TSK
+    from tusk_events.contracts.model import TSK
 
 
 @dataclass(frozen=True)
@@ -295,12 +295,13 @@ def _allowed(schema: dict[str, Any]) -> list[Any] | None:
 # --- the check command ------------------------------------------------------------------------
 
 
-def check_contracts(cfg: TSK, *, against: str | None = None) -> list[str]:
+def check_contracts(cfg: TSK, *, against: str | None = None, old: TSK | None = None) -> list[str]:
     """Problems with a config's contracts, one message each (``tusk-events check``).
 
     A section that declares ``publishes`` must declare every type its fujsen publish; under
     ``unknown_events: "reject"`` every type published or consumed needs a contract; with
-    ``against`` (an older version of the config), every change that breaks consumers.
+    ``old`` (an older version of the config, loaded from the file named ``against``), every
+    change that breaks consumers.
     """
     problems: list[str] = []
     try:
@@ -320,14 +321,7 @@ def check_contracts(cfg: TSK, *, against: str | None = None) -> list[str]:
                 users = [s.section for s in flows.producers(t)] + [r.section for r in flows.consumers(t)]
                 problems.append(f"{t} has no contract, and unknown_events is \"reject\" "
                                 f"(used by {', '.join(dict.fromkeys(users))})")
-    if against is not None:
-        from tusk_events.config import TSK
-        from tusk_events.errors import TuskError
-
-        try:
-            old = TSK.from_file(against, env=cfg.env)
-        except TuskError as err:
-            return problems + [f"--against {against}: {err}"]
+    if old is not None:
         problems += [f"breaking change against {against}: {c}" for c in compare(old, cfg) if c.breaking]
     return problems
 

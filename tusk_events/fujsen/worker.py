@@ -1,6 +1,6 @@
 """The isolation worker: a process that runs fujsen for its parent and holds nothing else.
 
-Started by :mod:`tusk_events.isolation` (``python -I -c <boot> <settings>``). Before it says
+Started by :mod:`tusk_events.fujsen.isolation` (``python -I -c <boot> <settings>``). Before it says
 hello it leaves the host's network where the kernel allows, applies its resource limits and
 points stdin/stdout/stderr at /dev/null, keeping only the two protocol pipes. Then it waits
 for messages: definitions (compiled code, config values, which helpers to provide), calls,
@@ -24,12 +24,12 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tusk_events import budget, helpers
 from tusk_events.errors import FujsenError, FujsenTimeout, SandboxViolation
-from tusk_events.executor import FujsenRunner
-from tusk_events.guards import safe_builtins, violate
-from tusk_events.isolation import Channel, PlainWriter, dumps_plain
-from tusk_events.sandbox import CompiledFujsen
+from tusk_events.fujsen import budget, helpers
+from tusk_events.fujsen.executor import FujsenRunner
+from tusk_events.fujsen.guards import safe_builtins, violate
+from tusk_events.fujsen.isolation import Channel, PlainWriter, dumps_plain
+from tusk_events.fujsen.sandbox import CompiledFujsen
 
 try:
     import resource

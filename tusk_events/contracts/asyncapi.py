@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tusk_events.contracts import Contracts, Flows, Receiver
+from tusk_events.contracts.model import Contracts, Flows, Receiver
 from tusk_events.defaults import (
     ASYNCAPI_DEFAULT_API_VERSION,
     ASYNCAPI_VERSION,
@@ -39,7 +39,7 @@ from tusk_events.errors import ConfigError
 from tusk_events.events import ENVELOPE_VERSION
 
 if TYPE_CHECKING:
-    from tusk_events.config import TSK
+    from tusk_events.contracts.model import TSK
 
 FORMATS: tuple[str, ...] = ("yaml", "json", "html")
 _KEY = re.compile(r"[^\w.\-]")

@@ -1,0 +1,7 @@
+"""Fujsen: Python embedded in configs, compiled under a policy and run in a sandbox.
+
+``sandbox`` compiles (RestrictedPython + policy), ``guards`` are the run-time checks, ``budget``
+the deadline and size limits, ``helpers`` the injected ``redis``/``query``/``execute``/``publish``,
+``executor`` runs in-process, ``isolation`` + ``worker`` run in worker processes.
+May import: ``errors``, ``defaults``, ``events``, ``bus``, ``store``. Never imported by ``lang``, ``bus`` or ``store``.
+"""
