@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tusk_events.errors import TuskError
+from tusk_events.errors import TskSyntaxError, TuskError
 
 
 def _load(path: str) -> Any:
@@ -36,6 +36,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             cfg = _load(path)
         except TuskError as err:
+            if _debug(args):
+                raise
             print(str(err), file=sys.stderr)
             failed += 1
             continue
@@ -84,11 +86,7 @@ def _check_services(cfg: Any) -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    try:
-        cfg = _load(args.file)
-    except TuskError as err:
-        print(str(err), file=sys.stderr)
-        return 1
+    cfg = _load(args.file)
     if args.json:
         print(json.dumps(cfg.data, indent=2, ensure_ascii=False))
     else:
@@ -103,14 +101,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as err:
         print(f"argument is not JSON: {err}", file=sys.stderr)
         return 2
-    try:
-        from tusk_events.config import TSK
+    from tusk_events.config import TSK
 
-        cfg = TSK.from_file(args.file, isolation=args.isolation)
-        result = cfg.execute_fujsen(args.section, args.name, *fn_args)
-    except TuskError as err:
-        print(str(err), file=sys.stderr)
-        return 1
+    cfg = TSK.from_file(args.file, isolation=args.isolation)
+    result = cfg.execute_fujsen(args.section, args.name, *fn_args)
     print(json.dumps(result, default=_json_default, ensure_ascii=False))
     return 0
 
@@ -301,6 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_processes(args)
     runtime = Runtime.from_files(args.files, **({"isolation": args.isolation} if args.isolation else {}))
     with runtime:
+        runtime.client.ping()  # an unreachable bus is an error now, not a consumer reconnecting forever
         if args.metrics_port:
             from tusk_events.observe.metrics import serve_metrics
 
@@ -480,8 +475,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     store = shared_store(cfg.store_url)
     bus = None
     if args.to_bus:
-        from tusk_events.bus import connect
+        from tusk_events.bus import connect, redis_client
 
+        redis_client(cfg.bus_url).ping()  # unreachable: say so before reading the store
         bus = connect(cfg.bus_url)
     n = 0
     bar = Bar(store.count(type=args.type, since=args.since) if args.to_bus else 0, "replaying")
@@ -525,14 +521,19 @@ class UsageError(TuskError):
     """A command line that asks for something impossible: exit code 2, like argparse's errors."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _debug(args: argparse.Namespace) -> bool:
+    """``--debug`` or ``TUSK_DEBUG=1``: let tracebacks through."""
     import os
 
     from tusk_events.defaults import DEBUG_ENV_VAR
 
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    debug = bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
+    debug = _debug(args)
     if sys.stdout is None:  # started with stdout closed (>&-)
         print("tusk-events: standard output is closed", file=sys.stderr)
         return 1
@@ -555,8 +556,10 @@ def _one_line(err: BaseException, command: str) -> str:
     module = type(err).__module__.split(".")[0]
     if isinstance(err, UsageError):
         return f"tusk-events {command}: error: {err}"
+    if isinstance(err, TskSyntaxError):
+        return str(err)  # path:line:col, the line and a caret
     if isinstance(err, TuskError):
-        return str(err)
+        return " ".join(part.strip() for part in str(err).splitlines() if part.strip())
     if module == "redis":
         name = type(err).__name__
         what = "cannot reach Redis" if name in ("ConnectionError", "TimeoutError") else f"Redis {name}"
