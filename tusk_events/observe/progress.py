@@ -170,7 +170,7 @@ def _rich_live(stream: IO[str]) -> Any:
         from rich.live import Live
     except ImportError:
         return None
-    live = Live(console=Console(file=stream), auto_refresh=False, transient=True)
+    live = Live(console=Console(file=stream, force_terminal=True), auto_refresh=False, transient=True)
     live.start()
     return live
 
