@@ -1,6 +1,10 @@
 """``tusk-events``: check, show and run configs.
 
-``main(argv)`` returns the exit code, so the CLI is tested by calling it.
+``main(argv)`` returns the exit code, so the CLI is tested by calling it. Every user mistake
+or unreachable service ends as one line on stderr (``--debug`` shows the traceback).
+
+Longer than most modules because it is the option table of every command; commands with
+logic of their own live with it (``observe.lint``, ``observe.progress``, ``observe.metrics``...).
 """
 
 from __future__ import annotations
