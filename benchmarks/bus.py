@@ -1,6 +1,6 @@
 """Bus throughput and latency on a real Redis, each figure next to raw redis-py doing the same work.
 
-    python benchmarks/bus.py [--url redis://127.0.0.1:6379/15] [--rounds 5] [--quick]
+    python benchmarks/bus.py --url redis://127.0.0.1:6379/15 [--rounds 5] [--quick]
 
 Only the database index of ``--url`` is flushed (before each round and at the end). Figures are
 medians over ``--rounds`` rounds, bus and raw interleaved so both see the same machine state.
@@ -298,7 +298,8 @@ def main() -> int:
         publisher_main(sys.argv[2:])
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url", default="redis://127.0.0.1:6379/15", help="a real Redis; its DB index is flushed")
+    ap.add_argument("--url", required=True, metavar="URL",
+                    help="a real Redis, e.g. redis://127.0.0.1:6379/15; its DB index is FLUSHED")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     ap.add_argument("--rate", type=float, default=2000.0, help="events/s for the latency runs")

@@ -1,6 +1,6 @@
 """The runtime's throughput with observability off and on, side by side in one run.
 
-    python benchmarks/observability.py [--events 20000] [--rounds 5] [--redis-url redis://127.0.0.1:6379/15]
+    python benchmarks/observability.py --redis-url redis://127.0.0.1:6379/15 [--events 20000] [--rounds 5]
                                        [--no-redis] [--sample 1 0.01]
 
 A one-service config handles N events that were put on the bus beforehand (``publish_many``,
@@ -178,11 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--redis-url", metavar="URL",
+                        help="a real Redis, e.g. redis://127.0.0.1:6379/15; its DB index is FLUSHED "
+                             "(required unless --no-redis)")
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--sample", type=float, nargs="+", default=[1.0, 0.01],
                         help="trace sampling ratios, one mode each (default: 1 0.01)")
     args = parser.parse_args(argv)
+    if not args.no_redis and not args.redis_url:
+        parser.error("--redis-url URL is required (its DB index is flushed), or --no-redis")
 
     modes = [*BASE_MODES, *(f"all@{r:g}" for r in args.sample)]
     backends = [("memory", "memory://")]

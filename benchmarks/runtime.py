@@ -1,12 +1,19 @@
 """The runtime on the real Redis: throughput, per-event cost, latency, and a kill test at scale.
 
-    python benchmarks/runtime.py [--redis redis://127.0.0.1:6379/13] [--n 20000] [--kill-n 100000]
+    python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 [--n 20000] [--kill-n 100000]
+    python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only progress
+
+The database index of ``--redis`` is flushed before each section (there is no default: name
+one you can lose).
 
 1. Throughput of one worker (one thread) with a sandboxed handler, retries, dedup and DLQ
    enabled, against a raw redis-py consumer doing batched XREADGROUP/XACK with no handler,
    side by side; and the per-event cost breakdown (sandbox call, dedup, ack).
 2. Handling latency (publish -> handled) at a steady 2,000 events/s.
-3. 100,000 events through a two-service config with 2 worker processes, one killed with
+3. ``--only progress``: the cost of ``run``'s progress line, side by side: the runtime with
+   no progress, with the plain progress line and with the rich live line (an interval of
+   0.1 s, twenty times the terminal default, to make a cost visible if there is one).
+4. 100,000 events through a two-service config with 2 worker processes, one killed with
    SIGKILL midway and restarted: every event handled by each service, none lost, none left
    pending, and what the handlers published stored exactly once.
 
@@ -25,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -139,6 +147,66 @@ def bus_consumer(url: str, n: int, *, dedup: bool) -> float:
         bus.close()
 
 
+def progress_consumer(url: str, n: int, store_url: str, mode: str, interval: float) -> tuple[float, float]:
+    """Events/s of Runtime.run_until_idle with ``run``'s progress line in ``mode`` (or none); and
+    the share of the run's wall time spent drawing progress lines (measured around each tick)."""
+    import contextlib
+    import io
+
+    from tusk_events.observe.progress import Progress
+
+    spent = [0.0]
+
+    class Timed(Progress):
+        def _show(self, text: str) -> None:
+            t = time.perf_counter()
+            try:
+                super()._show(text)
+            finally:
+                spent[0] += time.perf_counter() - t
+
+        def line(self) -> str:
+            t = time.perf_counter()
+            try:
+                return super().line()
+            finally:
+                spent[0] += time.perf_counter() - t
+
+    redis.Redis.from_url(url).flushdb()
+    cfg = TSK.from_string(ONE_SERVICE, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
+    with Runtime([cfg]) as rt:
+        rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
+        shown = io.StringIO()
+        watcher: Any = (contextlib.nullcontext() if mode == "none"
+                        else Timed(rt, interval=interval, stream=shown, tty=mode == "rich"))
+        t0 = time.perf_counter()
+        with watcher:
+            rt.run_until_idle(startup=False)
+        elapsed = time.perf_counter() - t0
+        assert rt.summary.handled == n, rt.summary.to_dict()
+    return n / elapsed, spent[0] / elapsed
+
+
+def bench_progress(url: str, n: int, rounds: int, store_url: str, interval: float = 0.1) -> None:
+    modes = ("none", "plain", "rich")
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    shares: dict[str, list[float]] = {m: [] for m in modes}
+    for r in range(rounds):
+        for m in modes[r % 3:] + modes[: r % 3]:  # rotate the order: no mode always runs first
+            rate, share = progress_consumer(url, n, store_url, m, interval)
+            rates[m].append(rate)
+            shares[m].append(share)
+    med = {m: _median(v) for m, v in rates.items()}
+    # the ratio within each round (runs next to each other) resists the shared machine's drift
+    ratio = {m: _median([a / b for a, b in zip(rates[m], rates["none"])]) for m in modes}
+    print(f"progress line cost: one worker, {n:,} events on {url}, a line every {interval:g}s "
+          f"({rounds} interleaved rounds)")
+    print("  mode     median events/s   median per-round ratio to no progress   time in progress lines")
+    for m in modes:
+        print(f"  {m:6} {med[m]:12,.0f}        {ratio[m]:.3f}x                              "
+              f"{_median(shares[m]) * 100:.2f}%")
+
+
 def bench_throughput(url: str, n: int, rounds: int, store_url: str) -> None:
     raw, bus_plain, bus_dedup, rt, calls = [], [], [], [], []
     for _ in range(rounds):
@@ -250,14 +318,24 @@ def bench_kill(url: str, n: int, tmp: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--redis", default="redis://127.0.0.1:6379/13")
+    ap.add_argument("--redis", required=True, metavar="URL",
+                    help="a real Redis, e.g. redis://127.0.0.1:6379/13; its DB index is FLUSHED")
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--kill-n", type=int, default=100000)
-    ap.add_argument("--skip", action="append", default=[], choices=["throughput", "latency", "kill"])
+    ap.add_argument("--skip", action="append", default=[], choices=["throughput", "latency", "kill", "progress"])
+    ap.add_argument("--only", choices=["throughput", "latency", "kill", "progress"], help="run one section")
+    ap.add_argument("--progress-interval", type=float, default=0.1, metavar="S",
+                    help="seconds between progress lines in the progress section")
     args = ap.parse_args()
+    if args.only:
+        args.skip = [s for s in ("throughput", "latency", "kill", "progress") if s != args.only]
     with tempfile.TemporaryDirectory() as tmp:
         store_url = f"sqlite:///{tmp}/bench.db"
+        if "progress" not in args.skip:
+            bench_progress(args.redis, args.n, max(args.rounds, 5), store_url, args.progress_interval)
+            if args.only == "progress" and args.progress_interval != 2.0:
+                bench_progress(args.redis, args.n, max(args.rounds, 5), store_url, 2.0)  # the terminal default
         if "throughput" not in args.skip:
             bench_throughput(args.redis, args.n, args.rounds, store_url)
         if "latency" not in args.skip:

@@ -1,6 +1,10 @@
 """``tusk-events``: check, show and run configs.
 
-``main(argv)`` returns the exit code, so the CLI is tested by calling it.
+``main(argv)`` returns the exit code, so the CLI is tested by calling it. Every user mistake
+or unreachable service ends as one line on stderr (``--debug`` shows the traceback).
+
+Longer than most modules because it is the option table of every command; commands with
+logic of their own live with it (``observe.lint``, ``observe.progress``, ``observe.metrics``...).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tusk_events.errors import TuskError
+from tusk_events.errors import TskSyntaxError, TuskError
 
 
 def _load(path: str) -> Any:
@@ -29,12 +33,15 @@ def _json_default(value: Any) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Parse every file and compile every fujsen; one line per file."""
+    """Parse every file and compile every fujsen; one line per file, then the lint warnings."""
     failed = 0
+    loaded = []
     for path in args.files:
         try:
             cfg = _load(path)
         except TuskError as err:
+            if _debug(args):
+                raise
             print(str(err), file=sys.stderr)
             failed += 1
             continue
@@ -58,8 +65,22 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"{path}: {p}", file=sys.stderr)
             failed += 1
             continue
+        loaded.append(cfg)
         print(f"{path}: ok ({len(sections)} section{'s' * (len(sections) != 1)}, {n_fujsen} fujsen)")
-    return 1 if failed else 0
+    warnings = _lint(loaded)
+    if failed:
+        return 1
+    return 1 if warnings and args.strict else 0
+
+
+def _lint(configs: Sequence[Any]) -> int:
+    """Print the lint warnings of ``configs`` (run together) on stderr; returns how many."""
+    from tusk_events.observe.lint import lint
+
+    findings = lint(configs)
+    for finding in findings:
+        print(str(finding), file=sys.stderr)
+    return len(findings)
 
 
 def _check_services(cfg: Any) -> list[str]:
@@ -69,11 +90,7 @@ def _check_services(cfg: Any) -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    try:
-        cfg = _load(args.file)
-    except TuskError as err:
-        print(str(err), file=sys.stderr)
-        return 1
+    cfg = _load(args.file)
     if args.json:
         print(json.dumps(cfg.data, indent=2, ensure_ascii=False))
     else:
@@ -88,69 +105,91 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as err:
         print(f"argument is not JSON: {err}", file=sys.stderr)
         return 2
-    try:
-        from tusk_events.config import TSK
+    from tusk_events.config import TSK
 
-        cfg = TSK.from_file(args.file, isolation=args.isolation)
-        result = cfg.execute_fujsen(args.section, args.name, *fn_args)
-    except TuskError as err:
-        print(str(err), file=sys.stderr)
-        return 1
+    cfg = TSK.from_file(args.file, isolation=args.isolation)
+    result = cfg.execute_fujsen(args.section, args.name, *fn_args)
     print(json.dumps(result, default=_json_default, ensure_ascii=False))
     return 0
 
 
+EPILOG = """exit codes: 0 ok; 1 an error (one line on stderr; --debug or TUSK_DEBUG=1 shows the
+traceback), or check/run --strict found warnings; 2 a usage error; 3 run finished but
+dead-lettered events; 130/143 run stopped by SIGINT/SIGTERM."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tusk_events")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tusk-events", description="Check, inspect and run TuskLang event configs."
+        prog="tusk-events", description="Check, inspect and run TuskLang event configs.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks instead of one-line errors (also: TUSK_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", help="parse configs and compile their fujsen")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser("check", help="parse configs, compile their fujsen, warn about likely mistakes")
+    p.add_argument("files", nargs="+", metavar="FILE", help="configs run together (warnings look across all)")
     p.add_argument("--against", metavar="OLD",
                    help="also report contract changes since OLD.tsk that break existing consumers")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("show", help="print the parsed values of a config")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the config")
     p.add_argument("--json", action="store_true", help="print JSON instead of .tsk")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("exec", help="run one fujsen and print its result as JSON")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("section")
-    p.add_argument("name")
-    p.add_argument("args", nargs="*", metavar="JSON_ARG")
+    p.add_argument("file", metavar="FILE", help="the config")
+    p.add_argument("section", help="the section holding the fujsen")
+    p.add_argument("name", help="the fujsen's name")
+    p.add_argument("args", nargs="*", metavar="JSON_ARG", help="its arguments, each a JSON value")
     p.add_argument("--isolation", choices=["inline", "process"],
                    help="run the fujsen in this process (inline) or in a worker process with OS limits")
     p.set_defaults(func=cmd_exec)
 
-    p = sub.add_parser("run", help="run the services of one or more configs")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser("run", help="run the services of one or more configs", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", metavar="FILE", help="configs run together on one bus and store")
     p.add_argument("--until-idle", action="store_true",
                    help="run the startup fujsen, handle until every queue is drained, print a summary, exit")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="worker processes sharing the consumer groups (needs a redis:// bus)")
     p.add_argument("--no-startup", action="store_true", help="do not run the startup fujsen")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--log-level", default="WARNING")
-    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--log-level", default="WARNING", metavar="LEVEL",
+                   help="DEBUG, INFO, WARNING (default) or ERROR")
+    p.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines as text or JSON")
     p.add_argument("--metrics-port", type=int, metavar="P", help="serve Prometheus metrics on this port")
     p.add_argument("--isolation", choices=["inline", "process"],
                    help="run fujsen in this process (inline) or in worker processes with OS limits")
+    p.add_argument("--strict", action="store_true", help="refuse to run when check would warn")
+    p.add_argument("-q", "--quiet", action="store_true", help="no start line and no progress line")
+    p.add_argument("--progress", type=float, metavar="SECONDS",
+                   help="seconds between progress lines (default: 2 on a terminal, 10 otherwise)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dlq", help="inspect and redrive dead-lettered events")
-    p.add_argument("action", choices=["list", "show", "redrive", "purge"])
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("action", choices=["list", "show", "redrive", "purge"], help="what to do")
+    p.add_argument("file", metavar="FILE", help="the config (its bus holds the queues)")
     p.add_argument("--service", help="only this service")
     p.add_argument("--id", action="append", dest="ids", metavar="ID", help="only this entry (repeatable)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per entry")
     p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("replay", help="stream stored events, or publish them again")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the config (its event store is read)")
     p.add_argument("--type", help="only events of this type")
     p.add_argument("--since", metavar="ISO", help="only events after this time (UTC)")
     p.add_argument("--to-bus", action="store_true", help="publish them to the bus instead of printing")
@@ -158,13 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("store", help="event store information")
-    p.add_argument("action", choices=["stats"])
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("action", choices=["stats"], help="what to show")
+    p.add_argument("file", metavar="FILE", help="the config (its event store is read)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_store)
 
     _add_observability_commands(sub)
     _add_contract_commands(sub)
+    for command in sub.choices.values():  # --debug after the command works too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show Python tracebacks instead of one-line errors (also: TUSK_DEBUG=1)")
     return parser
 
 
@@ -182,22 +224,24 @@ def _add_observability_commands(sub: Any) -> None:
         return run
 
     p = sub.add_parser("stats", help="stream lengths, consumer lag and pending, dead-letter queue sizes")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the config (its bus is read)")
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
     p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
     p.add_argument("--json", action="store_true", help="one JSON object (per refresh)")
     p.set_defaults(func=lazy("tusk_events.observe.metrics", "cmd_stats"))
 
     p = sub.add_parser("trace", help="one flow from the event store, as a causation tree")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the config (its event store is read)")
     p.add_argument("trace_id", metavar="TRACE_ID", help="a trace id (or the id of one of its events)")
-    p.add_argument("--format", choices=["text", "mermaid", "json"], default="text")
+    p.add_argument("--format", choices=["text", "mermaid", "json"], default="text",
+                   help="an indented tree (default), a mermaid diagram, or JSON")
     p.add_argument("--since", metavar="ISO", help="only look at events after this time (UTC)")
     p.set_defaults(func=lazy("tusk_events.observe.tracing", "cmd_trace"))
 
     p = sub.add_parser("graph", help="draw the services, event types and DLQs the configs declare")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    p.add_argument("files", nargs="+", metavar="FILE", help="configs run together")
+    p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid",
+                   help="mermaid (default) or Graphviz dot")
     p.set_defaults(func=lazy("tusk_events.observe.graph", "cmd_graph"))
 
     from tusk_events.console.command import add_arguments as ui_arguments
@@ -205,6 +249,9 @@ def _add_observability_commands(sub: Any) -> None:
     p = sub.add_parser("ui", help="serve the web console: services, events, dead letters, traces")
     ui_arguments(p)
     p.set_defaults(func=lazy("tusk_events.console.command", "cmd_ui"))
+
+
+_DOCS_SUFFIXES = (".json", ".html", ".htm", ".yaml", ".yml")
 
 
 def _add_contract_commands(sub: Any) -> None:
@@ -217,7 +264,9 @@ def _add_contract_commands(sub: Any) -> None:
         from tusk_events.contracts.asyncapi import document, format_for, render
 
         configs = [TSK.from_file(path) for path in args.files]
-        fmt = args.format or format_for(args.output)
+        # json unless asked: a base install has no PyYAML
+        suffix = Path(args.output).suffix.lower() if args.output else ""
+        fmt = args.format or (format_for(args.output) if suffix in _DOCS_SUFFIXES else "json")
         doc = document(configs, title=args.title)
         text = render(doc, fmt)
         if args.output is None or args.output == "-":
@@ -232,8 +281,8 @@ def _add_contract_commands(sub: Any) -> None:
     p = sub.add_parser("docs", help="write the AsyncAPI 3.0 document of the configs' events")
     p.add_argument("files", nargs="+", metavar="FILE", help="configs run together (one or more)")
     p.add_argument("--format", choices=["yaml", "json", "html"],
-                   help="yaml (needs PyYAML), json, or one self-contained html page; "
-                        "default: from -o's extension, else yaml")
+                   help="json, yaml (needs PyYAML) or one self-contained html page; "
+                        "default: from -o's extension, else json")
     p.add_argument("-o", "--output", metavar="OUT", help="write here instead of to stdout")
     p.add_argument("--title", help="the document's title (default: [contracts] title)")
     p.set_defaults(func=cmd_docs)
@@ -250,26 +299,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tusk_events.runtime.core import Runtime
 
     setup_logging(args.log_level, args.log_format)
+    if args.strict and _strict_refusal(args.files):
+        return 1
     if args.processes > 1:
         return _run_processes(args)
     runtime = Runtime.from_files(args.files, **({"isolation": args.isolation} if args.isolation else {}))
     with runtime:
+        runtime.client.ping()  # an unreachable bus is an error now, not a consumer reconnecting forever
         if args.metrics_port:
             from tusk_events.observe.metrics import serve_metrics
 
             serve_metrics(args.metrics_port, runtime)
-        if args.until_idle:
-            summary = runtime.run_until_idle(startup=not args.no_startup)
-        else:
-            stop = threading.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
-            summary = runtime.run(stop, startup=not args.no_startup)
+        with _progress(args, runtime):
+            if args.until_idle:
+                summary = runtime.run_until_idle(startup=not args.no_startup)
+            else:
+                stop = threading.Event()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, lambda *_: stop.set())
+                summary = runtime.run(stop, startup=not args.no_startup)
     if args.json:
         print(json.dumps(summary.to_dict()))
     else:
         print(summary.render())
-    return 0
+    return _run_exit_code(summary.dead_lettered)
+
+
+def _run_exit_code(dead_lettered: int) -> int:
+    """0, or 3 when this run dead-lettered anything (a scripted run can tell)."""
+    from tusk_events.defaults import EXIT_DEAD_LETTERED
+
+    return EXIT_DEAD_LETTERED if dead_lettered else 0
+
+
+def _strict_refusal(paths: Sequence[str]) -> bool:
+    """``run --strict``: print check's warnings; True when there are any (the run is refused)."""
+    from tusk_events.config import TSK
+
+    found = _lint([TSK.from_file(p) for p in paths])
+    if found:
+        print(f"run --strict: {found} warning{'s' * (found != 1)}; not running", file=sys.stderr)
+    return bool(found)
+
+
+def _progress(args: argparse.Namespace, runtime: Any) -> Any:
+    """The start line and progress line of ``run`` (nothing with ``--quiet``)."""
+    import contextlib
+
+    if args.quiet:
+        return contextlib.nullcontext()
+    from tusk_events.observe.progress import Progress
+
+    if args.progress is not None and args.progress <= 0:
+        raise UsageError(f"--progress needs a positive number of seconds, not {args.progress:g}")
+    return Progress(runtime, interval=args.progress)
 
 
 def _run_processes(args: argparse.Namespace) -> int:
@@ -294,17 +377,15 @@ def _run_processes(args: argparse.Namespace) -> int:
 
         with Runtime.from_files(args.files) as rt:
             rt.run_startup()
-    cmd = [sys.executable, "-m", "tusk_events", "run", *args.files, "--no-startup",
+    cmd = [sys.executable, "-m", "tusk_events", "run", *args.files, "--no-startup", "--quiet", "--json",
            "--log-level", args.log_level, "--log-format", args.log_format]
     if args.isolation:
         cmd += ["--isolation", args.isolation]
     if args.until_idle:
         cmd.append("--until-idle")
-    if args.json:
-        cmd.append("--json")
     if args.metrics_port:
         cmd += ["--metrics-port", str(args.metrics_port)]
-    workers = [subprocess.Popen(cmd) for _ in range(args.processes)]
+    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
 
     def forward(signum: int, _frame: Any) -> None:
         for w in workers:
@@ -312,8 +393,20 @@ def _run_processes(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    codes = [w.wait() for w in workers]
-    return max(codes)
+    outputs = [w.communicate()[0] for w in workers]
+    return _print_total(args, outputs, [w.returncode for w in workers])
+
+
+def _print_total(args: argparse.Namespace, outputs: Sequence[str], codes: Sequence[int]) -> int:
+    """One summary for the run, the workers' JSON summaries added up; the run's exit code."""
+    from tusk_events.observe.progress import exit_code, parse_worker_output, render_total, total_summary
+
+    parts = [s for s in (parse_worker_output(o) for o in outputs) if s is not None]
+    total = total_summary(parts)
+    print(json.dumps(total) if args.json else render_total(total))
+    if len(parts) < len(codes):
+        print(f"{len(codes) - len(parts)} worker process(es) exited without a summary", file=sys.stderr)
+    return exit_code(codes)
 
 
 def _runtime_for(path: str) -> Any:
@@ -323,75 +416,101 @@ def _runtime_for(path: str) -> Any:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
+    if args.action in ("redrive", "purge") and args.json:
+        raise UsageError(f"dlq {args.action} has no --json output")
     runtime = _runtime_for(args.file)
     with runtime:
         if runtime.bus_url.startswith("memory://"):
             print(f"note: {runtime.bus_url} lives inside one process; dead letters of a finished run "
                   "are gone (use a redis:// bus to keep them)", file=sys.stderr)
-        if args.action == "redrive":
-            services = [args.service] if args.service else runtime.dlq.services()
-            total = sum(runtime.redrive(s, args.ids) for s in services)
-            print(f"redriven {total}")
-            return 0
-        if args.action == "purge":
-            removed = runtime.dlq.purge(args.service, args.ids)
-            print(f"purged {removed}")
-            return 0
+        if args.service is not None:
+            runtime._service(args.service)  # ConfigError naming the services there are
+        wanted = set(args.ids or ())
         letters = runtime.dlq.list(args.service)
-        if args.ids:
-            letters = [d for d in letters if d.id in set(args.ids)]
-        if args.action == "show" or args.json:
+        if wanted:
+            letters = [d for d in letters if d.id in wanted]
+        missing = sorted(wanted - {d.id for d in letters})
+        if args.action == "redrive":
+            _redrive(runtime, letters)
+        elif args.action == "purge":
+            removed = 0
+            services = [args.service] if args.service else runtime.dlq.services()
+            for service in services:
+                removed += runtime.dlq.purge(service, args.ids)
+            print(f"purged {removed}")
+        elif args.action == "show" or args.json:
             for d in letters:
                 print(json.dumps(d.to_dict(), indent=None if args.json else 2, ensure_ascii=False))
-            return 0
-        for d in letters:
-            print(f"{d.id}  {d.service}  {d.event.type}  attempts={d.attempts}  {d.reason}")
-        print(f"{len(letters)} dead-lettered")
+        else:
+            for d in letters:
+                print(f"{d.id}  {d.service}  {d.event.type}  attempts={d.attempts}  {d.reason}")
+            print(f"{len(letters)} dead-lettered")
+    if missing:
+        where = f"service [{args.service}]" if args.service else "any service"
+        print(f"no dead letter with id {', '.join(missing)} in {where}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _redrive(runtime: Any, letters: Sequence[Any]) -> None:
+    """Put ``letters`` back, service by service, with a progress bar on a terminal."""
+    from tusk_events.observe.progress import Bar
+
+    by_service: dict[str, list[str]] = {}
+    for d in letters:
+        by_service.setdefault(d.service, []).append(d.id)
+    bar = Bar(len(letters), "redriving")
+    total = 0
+    try:
+        for service, ids in by_service.items():
+            for i in range(0, len(ids), _REDRIVE_CHUNK):
+                chunk = ids[i : i + _REDRIVE_CHUNK]
+                total += runtime.redrive(service, chunk)
+                bar.advance(len(chunk))
+    finally:
+        bar.done()
+    print(f"redriven {total}")
+
+
+_REDRIVE_CHUNK = 500
+"""Dead letters redriven per call (the bar moves between calls)."""
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from tusk_events.config import TSK
     from tusk_events.fujsen.helpers import shared_store
+    from tusk_events.observe.progress import Bar
 
     cfg = TSK.from_file(args.file)
     store = shared_store(cfg.store_url)
     bus = None
     if args.to_bus:
-        from tusk_events.bus import connect
+        from tusk_events.bus import connect, redis_client
 
+        redis_client(cfg.bus_url).ping()  # unreachable: say so before reading the store
         bus = connect(cfg.bus_url)
     n = 0
-    progress = _progress(store.count(type=args.type, since=args.since)) if args.to_bus else None
-    for stored in store.replay(type=args.type, since=args.since):
+    bar = Bar(store.count(type=args.type, since=args.since) if args.to_bus else 0, "replaying")
+    try:
+        for stored in store.replay(type=args.type, since=args.since):
+            if bus is not None:
+                bus.publish_event(stored.to_event())
+                bar.advance()
+            elif args.json:
+                print(json.dumps(stored.to_dict(), ensure_ascii=False, default=_json_default))
+            else:
+                print(f"{stored.to_dict().get('timestamp')}  {stored.to_event().type}  "
+                      f"{json.dumps(stored.to_event().payload, ensure_ascii=False, default=_json_default)}")
+            n += 1
+    finally:
+        bar.done()
         if bus is not None:
-            bus.publish_event(stored.to_event())
-            if progress:
-                progress(n + 1)
-        elif args.json:
-            print(json.dumps(stored.to_dict(), ensure_ascii=False, default=_json_default))
-        else:
-            print(f"{stored.to_dict().get('timestamp')}  {stored.to_event().type}  "
-                  f"{json.dumps(stored.to_event().payload, ensure_ascii=False, default=_json_default)}")
-        n += 1
+            bus.close()
     if bus is not None:
-        bus.close()
-        print(f"\rreplayed {n} events to {cfg.bus_url}", file=sys.stderr)
+        from tusk_events.observe.progress import redact
+
+        print(f"replayed {n} events to {redact(cfg.bus_url)}", file=sys.stderr)
     return 0
-
-
-def _progress(total: int) -> Any:
-    """A one-line progress counter on a terminal; nothing when output is redirected."""
-    if not sys.stderr.isatty() or total == 0:
-        return None
-
-    def show(done: int) -> None:
-        if done == total or done % 500 == 0:
-            width = 30
-            filled = int(width * done / total)
-            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr)
-
-    return show
 
 
 def cmd_store(args: argparse.Namespace) -> int:
@@ -408,16 +527,72 @@ def cmd_store(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(TuskError):
+    """A command line that asks for something impossible: exit code 2, like argparse's errors."""
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    """``--debug`` or ``TUSK_DEBUG=1``: let tracebacks through."""
+    import os
+
+    from tusk_events.defaults import DEBUG_ENV_VAR
+
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = _debug(args)
+    if sys.stdout is None:  # started with stdout closed (>&-)
+        print("tusk-events: standard output is closed", file=sys.stderr)
+        return 1
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
-    except TuskError as err:
-        print(str(err), file=sys.stderr)
+    except BrokenPipeError:
+        _discard_stdout()  # `... | head`: the reader left; nothing more to say
         return 1
+    except Exception as err:
+        if debug:
+            raise
+        print(_one_line(err, args.command), file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+
+
+def _one_line(err: BaseException, command: str) -> str:
+    """What went wrong, for an operator: the message, never a traceback."""
+    module = type(err).__module__.split(".")[0]
+    if isinstance(err, UsageError):
+        return f"tusk-events {command}: error: {err}"
+    if isinstance(err, TskSyntaxError):
+        return str(err)  # path:line:col, the line and a caret
+    if isinstance(err, TuskError):
+        return " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    if module == "redis":
+        name = type(err).__name__
+        what = "cannot reach Redis" if name in ("ConnectionError", "TimeoutError") else f"Redis {name}"
+        return f"{what}: {err}"
+    if module in ("psycopg", "psycopg_pool"):
+        text = str(err).strip()
+        return f"PostgreSQL: {text.splitlines()[0] if text else type(err).__name__}"
+    if isinstance(err, OSError):
+        where = f": {err.filename}" if err.filename else ""
+        return f"{err.strerror or err}{where}"
+    return (f"tusk-events {command}: unexpected {type(err).__name__}: {err} "
+            "(--debug or TUSK_DEBUG=1 shows the traceback)")
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -126,7 +126,7 @@ class TSK:
         """Read and parse a .tsk file; errors carry its path."""
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            text = _decode(p, p.read_bytes())
         except OSError as err:
             raise ConfigError(f"cannot read {p}: {err.strerror or err}") from err
         return cls.from_string(
@@ -348,6 +348,22 @@ class TSK:
         g["__name__"] = f"fujsen:{section}"
         self._globals[section] = g
         return g
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """The UTF-8 text of a config file; a binary or mis-encoded file is a one-line ConfigError."""
+    if b"\x00" in raw[:8192]:
+        raise ConfigError(f"{path}: a binary file, not a .tsk config (it contains NUL bytes)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = raw[: err.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise ConfigError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
+            "save the .tsk file as UTF-8"
+        ) from None
 
 
 def _pick_entry(compiled: CompiledFujsen, name: str) -> str | None:

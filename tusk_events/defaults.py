@@ -287,3 +287,20 @@ ISOLATION_MAX_MESSAGE = 256 << 20
 
 ISOLATION_ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ")
 """The only environment variables a worker inherits (secrets of the host stay with the host)."""
+
+# --- operator output -----------------------------------------------------------------
+
+PROGRESS_INTERVAL_S = 2.0
+"""Seconds between two progress lines of ``run`` on a terminal (the line is rewritten in place)."""
+
+PROGRESS_PLAIN_INTERVAL_S = 10.0
+"""Seconds between two progress lines of ``run`` when stderr is a file or pipe (each is kept)."""
+
+PROGRESS_BAR_WIDTH = 30
+"""Characters of the bar of ``replay --to-bus`` and ``dlq redrive``."""
+
+EXIT_DEAD_LETTERED = 3
+"""``run``'s exit code when it ran to the end but dead-lettered at least one event."""
+
+DEBUG_ENV_VAR = "TUSK_DEBUG"
+"""Set to 1 to see Python tracebacks instead of one-line errors (as ``--debug`` does)."""

@@ -174,7 +174,7 @@ def test_duplicate_section_across_files_is_an_error(tmp_path, env):
 def test_cli_run_until_idle_prints_the_summary(monkeypatch, capsys, env):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    assert main(["run", str(APP), "--until-idle", "--json"]) == 0
+    assert main(["run", str(APP), "--until-idle", "--json"]) == 3  # one event dead-lettered
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["published"] == 11 and summary["handled"] == 14
     assert summary["dead_lettered"] == 1 and summary["retried"] == 2

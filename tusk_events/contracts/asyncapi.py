@@ -344,7 +344,7 @@ def render_html(doc: dict[str, Any]) -> str:
         (f'<p class="meta">AsyncAPI {e(doc.get("asyncapi", ""))} · version {e(info.get("version", ""))}'
          f' · {e(doc.get("defaultContentType", ""))}</p>'),
     ]
-    out += [f"<p>{e(p)}</p>" for p in str(info.get("description", "")).split("\n\n") if p]
+    out += [_md_block(p) for p in str(info.get("description", "")).split("\n\n") if p.strip()]
     out.append('</header><div class="layout"><nav><h2>Channels</h2><ul>')
     out += [f'<li><a href="#channel-{e(k)}">{e(k)}</a></li>' for k in channels]
     out.append("</ul><h2>Messages</h2><ul>")
@@ -358,7 +358,7 @@ def render_html(doc: dict[str, Any]) -> str:
         out.append(f'<section class="channel" id="channel-{e(key)}" data-channel="{e(key)}">')
         out.append(f"<h2>Channel <code>{e(key)}</code></h2>")
         out.append(f"<p>address <code>{e(channel.get('address', ''))}</code></p>")
-        out += [f'<p class="note">{e(p)}</p>' for p in str(channel.get("description", "")).split("\n\n") if p]
+        out += [_md_block(p, "note") for p in str(channel.get("description", "")).split("\n\n") if p.strip()]
         ops = [(k, op) for k, op in operations.items() if op["channel"]["$ref"] == f"#/channels/{key}"]
         if ops:
             out.append("<table><tr><th>operation</th><th>action</th><th>messages</th><th>notes</th></tr>")
@@ -366,7 +366,7 @@ def render_html(doc: dict[str, Any]) -> str:
                 names = ", ".join(_last(m["$ref"]) for m in op.get("messages", []))
                 out.append(f'<tr data-operation="{e(op_key)}"><td>{e(op.get("title", op_key))}</td>'
                            f'<td class="{e(op["action"])}">{e(op["action"])}</td><td>{e(names)}</td>'
-                           f'<td>{e(op.get("description", ""))}</td></tr>')
+                           f'<td>{_md(op.get("description", ""))}</td></tr>')
             out.append("</table>")
         else:
             out.append('<p class="note">No service of these configs sends or receives here.</p>')
@@ -379,7 +379,7 @@ def render_html(doc: dict[str, Any]) -> str:
                    f'<span class="tag">{e(message.get("contentType", ""))}</span></h2>')
         about = message.get("description") or message.get("summary")
         if about:
-            out += [f"<p>{e(p)}</p>" for p in str(about).split("\n\n") if p]
+            out += [_md_block(p) for p in str(about).split("\n\n") if p.strip()]
         payload = message.get("payload", {}).get("properties", {}).get("payload", {})
         schema = _resolve(payload, schemas)
         rows = list(_fields(schema, "payload", schemas, 0))
@@ -387,12 +387,49 @@ def render_html(doc: dict[str, Any]) -> str:
                    "<th>description</th></tr>")
         for name, kind, required, rules, text in rows:
             out.append(f"<tr><td><code>{e(name)}</code></td><td>{e(kind)}</td>"
-                       f"<td>{'yes' if required else ''}</td><td>{e(rules)}</td><td>{e(text)}</td></tr>")
+                       f"<td>{'yes' if required else ''}</td><td>{e(rules)}</td><td>{_md(text)}</td></tr>")
         out.append("</table>")
         out.append(f"<details><summary>JSON Schema of the payload</summary><pre>"
                    f"{e(json.dumps(schema, indent=2, ensure_ascii=False))}</pre></details></section>")
     out.append("</main></div></body></html>")
     return "\n".join(out) + "\n"
+
+
+_MD_INLINE = re.compile(
+    r"`(?P<code>[^`\n]+)`"
+    r"|\*\*(?P<strong>[^*\n]+)\*\*"
+    r"|(?<![\w*])[*_](?P<em>[^*_\n]+)[*_](?![\w*])"
+    r"|\[(?P<label>[^\]\n]+)\]\((?P<href>https?://[^)\s]+)\)"
+)
+
+
+def _md(text: Any) -> str:
+    """Inline Markdown of a description as safe HTML: `code`, **strong**, *em*, [links](https://...)."""
+    source = "" if text is None else str(text)
+    out: list[str] = []
+    pos = 0
+    for m in _MD_INLINE.finditer(source):
+        out.append(_esc(source[pos : m.start()]))
+        if m.group("code") is not None:
+            out.append(f"<code>{_esc(m.group('code'))}</code>")
+        elif m.group("strong") is not None:
+            out.append(f"<strong>{_esc(m.group('strong'))}</strong>")
+        elif m.group("em") is not None:
+            out.append(f"<em>{_esc(m.group('em'))}</em>")
+        else:
+            out.append(f'<a href="{_esc(m.group("href"))}" rel="noreferrer">{_esc(m.group("label"))}</a>')
+        pos = m.end()
+    out.append(_esc(source[pos:]))
+    return "".join(out)
+
+
+def _md_block(paragraph: str, css: str = "") -> str:
+    """One Markdown paragraph: a bullet list when every line starts with ``-`` or ``*``, else a <p>."""
+    cls = f' class="{css}"' if css else ""
+    lines = [ln.strip() for ln in paragraph.strip().splitlines()]
+    if lines and all(ln.startswith(("- ", "* ")) for ln in lines):
+        return f"<ul{cls}>" + "".join(f"<li>{_md(ln[2:])}</li>" for ln in lines) + "</ul>"
+    return f"<p{cls}>{_md(' '.join(lines))}</p>"
 
 
 def _esc(value: Any) -> str:
