@@ -146,6 +146,42 @@ BUS_STOP_TIMEOUT_S = 10.0
 BUS_BROADCAST_POLL_S = 0.05
 """How often an idle broadcast listener checks whether it was asked to stop."""
 
+BUS_READ_AHEAD_S = 0.25
+"""Durable reads fetch about this much work: COUNT is ``batch`` for fast handlers and shrinks
+to 1 for slow ones, so a stop or a crash leaves little read but not yet started."""
+
+BUS_HEARTBEAT_FRACTION = 3
+"""In-flight entries have their claim renewed every ``visibility_timeout / this``."""
+
+BUS_ACK_FLUSH_S = 0.05
+"""Without attempt counting, finished entries wait at most this long (plus one handler) for their ack."""
+
+BUS_UNREACHABLE_GIVE_UP_S = 10.0
+"""``run_until_idle``: how long a durable reader keeps reconnecting before it raises BusError."""
+
+ATTEMPT_PREFIX = "tusk:attempt:"
+"""Key prefix of started-attempt counters: ``tusk:attempt:<group>:<event id>`` (deleted with the ack)."""
+
+RUN_GRACE_S = 10.0
+"""``run``: after the first SIGINT/SIGTERM, how long in-flight handlers may finish before they are
+abandoned unacknowledged (``--grace``)."""
+
+RUNTIME_CONSUMER_RESTARTS = 5
+"""A worker restarts a consumer thread that died at most this often per ``RUNTIME_RESTART_WINDOW_S``
+before it gives up and exits non-zero."""
+
+RUNTIME_RESTART_WINDOW_S = 60.0
+"""The window over which consumer (and worker process) restarts are counted."""
+
+SUPERVISOR_RESTARTS = 5
+"""``--processes``: worker deaths tolerated per ``RUNTIME_RESTART_WINDOW_S`` before the supervisor gives up."""
+
+SUPERVISOR_BACKOFF_S = 0.5
+"""Delay before restarting a dead worker; doubles with each restart in the window."""
+
+SUPERVISOR_BACKOFF_MAX_S = 10.0
+"""Cap of the delay before restarting a dead worker."""
+
 BUS_MEMORY_DEFAULT_NAME = "default"
 """The embedded server that ``memory://`` (no name) refers to."""
 
