@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tusk_events.defaults import RUN_GRACE_S
 from tusk_events.errors import TuskError
 
 
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, metavar="P", help="serve Prometheus metrics on this port")
     p.add_argument("--isolation", choices=["inline", "process"],
                    help="run fujsen in this process (inline) or in worker processes with OS limits")
+    p.add_argument("--grace", type=float, default=RUN_GRACE_S, metavar="SECONDS",
+                   help="after SIGINT/SIGTERM, how long in-flight handlers may finish before they are "
+                        f"abandoned unacknowledged (default {RUN_GRACE_S:g}); exit code 130/143")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dlq", help="inspect and redrive dead-lettered events")
@@ -237,77 +241,69 @@ def _add_contract_commands(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+    """Run the services; SIGINT/SIGTERM stop them gracefully (see tusk_events.runtime.supervisor)."""
+    import os
 
     from tusk_events.observe.logs import setup_logging
     from tusk_events.runtime.core import Runtime
+    from tusk_events.runtime.supervisor import run_worker
 
     setup_logging(args.log_level, args.log_format)
     if args.processes > 1:
         return _run_processes(args)
-    runtime = Runtime.from_files(args.files, **({"isolation": args.isolation} if args.isolation else {}))
+    runtime = Runtime.from_files(args.files, grace=args.grace,
+                                 **({"isolation": args.isolation} if args.isolation else {}))
     with runtime:
         if args.metrics_port:
             from tusk_events.observe.metrics import serve_metrics
 
             serve_metrics(args.metrics_port, runtime)
-        if args.until_idle:
-            summary = runtime.run_until_idle(startup=not args.no_startup)
+        result = run_worker(runtime, until_idle=args.until_idle, startup=not args.no_startup, grace=args.grace)
+        if args.json:
+            print(json.dumps({**result.summary.to_dict(), "signal": result.signal, "abandoned": result.abandoned}))
         else:
-            stop = threading.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
-            summary = runtime.run(stop, startup=not args.no_startup)
-    if args.json:
-        print(json.dumps(summary.to_dict()))
-    else:
-        print(summary.render())
-    return 0
+            print(result.summary.render())
+        for line in result.lines:
+            print(line, file=sys.stderr)
+        if result.abandoned:  # a handler thread is still running: leave without waiting for it
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(result.code)
+    return result.code
 
 
 def _run_processes(args: argparse.Namespace) -> int:
     """A supervisor: the startup fujsen once here, then N workers sharing the consumer groups."""
-    import signal
-    import subprocess
-
     from tusk_events.config import TSK
     from tusk_events.errors import ConfigError
+    from tusk_events.runtime.supervisor import run_processes
 
     first = TSK.from_file(args.files[0])
     if first.bus_url.startswith("memory://"):
         raise ConfigError("--processes needs a bus shared between processes (redis://...); "
                           f"this config uses {first.bus_url}")
-    if args.metrics_port:
-        # one endpoint here, summing what the workers write to a multiprocess dir they inherit
-        from tusk_events.observe.metrics import supervise_metrics
 
-        supervise_metrics(args.metrics_port, args.files)
-    if not args.no_startup:
-        from tusk_events.runtime.core import Runtime
+    def startup() -> None:
+        if args.metrics_port:
+            # one endpoint here, summing what the workers write to a multiprocess dir they inherit
+            from tusk_events.observe.metrics import supervise_metrics
 
-        with Runtime.from_files(args.files) as rt:
-            rt.run_startup()
-    cmd = [sys.executable, "-m", "tusk_events", "run", *args.files, "--no-startup",
-           "--log-level", args.log_level, "--log-format", args.log_format]
+            supervise_metrics(args.metrics_port, args.files)
+        if not args.no_startup:
+            from tusk_events.runtime.core import Runtime
+
+            with Runtime.from_files(args.files) as rt:
+                rt.run_startup()
+
+    worker_args = ["--log-level", args.log_level, "--log-format", args.log_format, "--grace", str(args.grace)]
     if args.isolation:
-        cmd += ["--isolation", args.isolation]
-    if args.until_idle:
-        cmd.append("--until-idle")
+        worker_args += ["--isolation", args.isolation]
     if args.json:
-        cmd.append("--json")
+        worker_args.append("--json")
     if args.metrics_port:
-        cmd += ["--metrics-port", str(args.metrics_port)]
-    workers = [subprocess.Popen(cmd) for _ in range(args.processes)]
-
-    def forward(signum: int, _frame: Any) -> None:
-        for w in workers:
-            w.send_signal(signum)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    codes = [w.wait() for w in workers]
-    return max(codes)
+        worker_args += ["--metrics-port", str(args.metrics_port)]
+    return run_processes(args.files, processes=args.processes, worker_args=worker_args,
+                         until_idle=args.until_idle, startup=startup)
 
 
 def _runtime_for(path: str) -> Any:

@@ -28,8 +28,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tusk_events.errors import PayloadError
-
 ENVELOPE_VERSION = 1
 """Version of the JSON envelope; bumped on any incompatible change of its fields."""
 
@@ -103,8 +101,8 @@ class Event:
         }
 
     def to_json(self) -> str:
-        """The envelope as strict JSON; PayloadError for NaN/Infinity or values JSON cannot hold."""
-        return strict_json(self.to_dict(), self.type)
+        """The envelope as strict JSON; ValueError for NaN/Infinity, TypeError for what JSON cannot hold."""
+        return _strict(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, fallback_id: str | None = None) -> Event:
@@ -130,21 +128,7 @@ class Event:
 
 
 _strict = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-def strict_json(data: Any, type: str = "?") -> str:
-    """``data`` as strict JSON (RFC 8259: no NaN or Infinity, which other readers reject).
-
-    Raises PayloadError naming the event type, so a bad payload is refused where it is
-    published instead of being stored as JSON nothing else can read.
-    """
-    try:
-        return _strict(data)
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(
-            f"event {type!r} cannot be published: {exc} (payload and metadata must be strict JSON: "
-            "no NaN or Infinity; only objects, arrays, strings, finite numbers, booleans and null)"
-        ) from exc
+"""RFC 8259 JSON: NaN and Infinity are refused (ValueError), since other readers reject them."""
 
 
 def new_event(type: str, payload: Any = None, metadata: Mapping[str, Any] | None = None) -> Event:
@@ -179,5 +163,5 @@ def handling(event: Event) -> Iterator[Event]:
 
 
 __all__ = [
-    "ENVELOPE_VERSION", "Event", "current_event", "handling", "new_event", "new_id", "new_trace_id", "strict_json",
+    "ENVELOPE_VERSION", "Event", "current_event", "handling", "new_event", "new_id", "new_trace_id",
 ]

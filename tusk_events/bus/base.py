@@ -25,6 +25,7 @@ alone, so ``lambda e, seen=seen: ...`` gets the event only.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import threading
 import time
@@ -35,7 +36,7 @@ from typing import Any, Literal, Self, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from tusk_events.defaults import BUS_READY_TIMEOUT_S, BUS_STOP_TIMEOUT_S
-from tusk_events.errors import BusError
+from tusk_events.errors import BusError, PayloadError
 from tusk_events.events import Event, handling, new_event
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,24 @@ def redact_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+_strict = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def strict_json(data: Any, type: str = "?") -> str:
+    """``data`` as strict JSON (RFC 8259: no NaN or Infinity, which other readers reject).
+
+    Raises PayloadError naming the event type, so a bad payload is refused where it is
+    published instead of being stored as JSON nothing else can read.
+    """
+    try:
+        return _strict(data)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"event {type!r} cannot be published: {exc} (payload and metadata must be strict JSON: "
+            "no NaN or Infinity; only objects, arrays, strings, finite numbers, booleans and null)"
+        ) from exc
 
 
 def _short(exc: BaseException) -> str:
@@ -354,6 +373,11 @@ class Subscription(ABC):
     def wait_stopped(self, timeout: float | None) -> bool:
         """Wait until the run has ended; False when ``timeout`` passed first."""
         return self._idle.wait(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the background thread of :meth:`start` is still running."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def running(self) -> bool:

@@ -74,6 +74,7 @@ from tusk_events.bus.base import (
     StreamInfo,
     Subscription,
     redact_url,
+    strict_json,
     to_event,
 )
 from tusk_events.bus.redis_delivery import DeliveryTracking
@@ -103,7 +104,7 @@ from tusk_events.defaults import (
     DEDUP_TTL_S,
 )
 from tusk_events.errors import BusError
-from tusk_events.events import Event, new_event, strict_json
+from tusk_events.events import Event, new_event
 
 log = logging.getLogger(__name__)
 
