@@ -370,6 +370,14 @@ class Subscription(ABC):
         self._stopping.set()
         self._interrupt()
 
+    def abandon(self) -> int:
+        """Give up on the event in hand without acknowledging it (the process is about to exit).
+
+        Durable: its attempt is not counted and it is made claimable at once. Returns how many
+        entries were given up.
+        """
+        return 0
+
     def wait_stopped(self, timeout: float | None) -> bool:
         """Wait until the run has ended; False when ``timeout`` passed first."""
         return self._idle.wait(timeout)

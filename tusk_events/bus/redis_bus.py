@@ -32,8 +32,9 @@ Choices:
   visibility timeout), so healthy work is never reclaimed, by this consumer or another, however
   long the batch takes. An entry whose handler raised stays pending, is no longer renewed, and
   is claimed (XAUTOCLAIM), by any consumer of the group, once idle for
-  ``visibility_timeout_ms``. On stop, entries read but not started are released at once
-  (their idle time set past the timeout) for any consumer to claim.
+  ``visibility_timeout_ms``. A stop lets the entries already read finish (a read holds about
+  ``BUS_READ_AHEAD_S`` of work); what a caller gives up on (``abandon()``, or a run that ended
+  on an error) is released at once (idle time set past the timeout) for any consumer to claim.
 * Entries that are not usable events (not JSON, not an envelope, nested too deep to decode,
   anything the decoder raises) can never succeed: they go to ``on_poison`` with their bytes
   (the runtime writes them to the service's dead-letter queue) and are acknowledged; the
@@ -645,7 +646,8 @@ class DurableSubscription(DeliveryTracking, Subscription):
         self._reconnect = _Reconnecting(bus, self._where())
         self._init_tracking(group=self.group, track_attempts=track_attempts, ttl_s=self._dedup_ttl or DEDUP_TTL_S)
         self._done_attempts: list[bytes] = []
-        self._stop_event: threading.Event | None = None
+        self._current: bytes | None = None
+        self._given_up = False
         self._last_flush = 0.0
         self.groups_lost = 0
         """Groups found missing at a reconnect and recreated (the server lost its data)."""
@@ -809,9 +811,8 @@ class DurableSubscription(DeliveryTracking, Subscription):
             done = {e.id for (_, _, e), hit in zip(parsed, found) if hit is not None}
         dispatch = self._dispatch
         handled = 0
-        for i, (mid, count, event) in enumerate(parsed):
-            if self._should_stop(self._stop_event):  # the rest was never started: release it
-                self._release(key, [m for m, _, _ in parsed[i:]])
+        for mid, count, event in parsed:
+            if self._given_up:  # abandon() released the rest: another consumer may have it now
                 break
             if event.id in done:  # this group handled the event already (redelivered or republished)
                 self._ack(key, mid)
@@ -831,7 +832,11 @@ class DurableSubscription(DeliveryTracking, Subscription):
                 return Delivery(count, "durable", mid.decode(), type_name, group, consumer)
 
             t0 = time.perf_counter()
-            outcome = dispatch(event, delivery)
+            self._current = attempt_key
+            try:
+                outcome = dispatch(event, delivery)
+            finally:
+                self._current = None
             self._timed(time.perf_counter() - t0)
             if outcome:
                 self._ack(key, mid)
@@ -856,14 +861,23 @@ class DurableSubscription(DeliveryTracking, Subscription):
             return
         self._ack(key, mid)
 
-    def _release(self, key: bytes, mids: list[bytes]) -> None:
-        """Make entries read but never started claimable at once (best effort: else after the timeout)."""
-        self._unhold(key, mids)
+    def abandon(self) -> int:
+        """From another thread, while a handler runs: uncount its attempt, release what is held."""
+        self._given_up = True
+        held = self._held_now()
+        self._drop_held()  # the heartbeat must not renew them any more
+        current = self._current
+        cmds = self._release_commands(held)
+        if current:
+            cmds.insert(0, (b"DECR", current))
+        if not cmds:
+            return 0
         try:
-            self._call(self._release_commands({key: mids}))
-            self.released += len(mids)
-        except Exception as exc:  # noqa: BLE001 - they are claimed after the visibility timeout instead
-            log.debug("%s: releasing %d unstarted entries failed: %s", self._where(), len(mids), exc)
+            self._bus._once(cmds)
+        except Exception as exc:  # noqa: BLE001 - then they wait out the visibility timeout
+            log.warning("%s: could not release abandoned entries (%s); they are redelivered after the "
+                        "visibility timeout", self._where(), exc)
+        return sum(len(v) for v in held.values())
 
     def _claim(self) -> tuple[int, bool]:
         """XAUTOCLAIM what other (or this) consumers left pending too long; returns (handled, more)."""
@@ -935,7 +949,7 @@ class DurableSubscription(DeliveryTracking, Subscription):
         next_discover = 0.0
         poll_ms = max(1, min(self.block_ms, int(self._claim_every * 1000)))
         self._setup_needed = True  # every run (re)connects: the last one disconnected
-        self._stop_event = stop_event
+        self._given_up = False
         heartbeat = self._start_heartbeat()
         try:
             while not self._should_stop(stop_event):

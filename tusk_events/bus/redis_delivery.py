@@ -11,8 +11,9 @@ The rules:
 
 * entries are *held* from their read (or claim) until acknowledged; an entry whose handler
   raised is dropped at once (not renewed), so it is retried after the visibility timeout;
-* on stop, held entries that were never started are *released*: ``XCLAIM ... IDLE <timeout>``
-  makes them claimable at once by any consumer, without waiting out the timeout;
+* entries given up on (abandoned at the end of a stop's grace period, or held when a run
+  ended on an error) are *released*: ``XCLAIM ... IDLE <timeout>`` makes them claimable at
+  once by any consumer, without waiting out the timeout;
 * with attempt tracking, ``INCR tusk:attempt:<group>:<event id>`` before each handler start
   counts real attempts (the counter goes with the ack); Redis's delivery count also counts
   reads of entries that were never started (released, or behind a crash in the same batch);
@@ -60,7 +61,7 @@ class DeliveryTracking:
         self.renewals = 0
         """Heartbeat rounds that renewed at least one claim (for tests and metrics)."""
         self.released = 0
-        """Entries read but never started, released at a stop for any consumer to claim."""
+        """Entries given up on and released for any consumer to claim."""
 
     # --- held entries ------------------------------------------------------------
 

@@ -481,6 +481,8 @@ class Runtime:
         still = [s for s in running if s.running]
         if still:
             self._abandoned = True
+            for sub in still:
+                sub.abandon()
             log.warning("stopping: %d consumer(s) still handling an event after the %gs grace period; "
                         "it is abandoned unacknowledged and will be delivered again",
                         len(still), self.grace if grace is None else grace)

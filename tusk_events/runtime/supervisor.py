@@ -90,7 +90,10 @@ def run_worker(runtime: Runtime, *, until_idle: bool, startup: bool, grace: floa
             if signum == signal.SIGINT:
                 sys.stderr.write("interrupted again: exiting now, in-flight events stay unacknowledged\n")
                 sys.stderr.flush()
-                os._exit(exit_code(signum))
+                try:
+                    runtime.stop(0)  # uncounts and releases what is in hand: one round trip per consumer
+                finally:
+                    os._exit(exit_code(signum))
             return
         got.append(signum)
         sys.stderr.write(f"{signal.Signals(signum).name}: stopping; in-flight handlers have {grace:g}s to finish "
