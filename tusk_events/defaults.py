@@ -66,11 +66,12 @@ SERVICE_CONCURRENCY = 1
 """Consumers (threads) per service in each worker process."""
 
 SERVICE_VISIBILITY_TIMEOUT_S = 30.0
-"""Durable services: how long an event may stay unacknowledged before another consumer claims it.
-Longer than a handler's worst case, retries and their backoff included."""
+"""Durable services: how long the events of a consumer that stopped making progress (died,
+disconnected) wait before another consumer claims them. A live consumer renews its claims,
+so this bounds neither handler nor batch time."""
 
 SERVICE_BATCH = 100
-"""Durable services: events read, deduplicated and acknowledged per round trip."""
+"""Durable services: most events read and deduplicated per round trip (fewer for slow handlers)."""
 
 DEDUP_PREFIX = "tusk:dedup:"
 """Key prefix of the records of handled event ids: ``tusk:dedup:<group>:<event id>``."""
@@ -99,13 +100,13 @@ BUS_MAXLEN = 100_000
 """Entries a stream keeps (trimmed approximately at each XADD); older ones are dropped."""
 
 BUS_BATCH = 100
-"""Entries read (XREADGROUP COUNT) and then acknowledged (one XACK) per round trip."""
+"""Most entries read per round trip (XREADGROUP COUNT); fewer while handlers are slow."""
 
 BUS_BLOCK_MS = 1_000
 """How long one read waits on the server for new events; stop() interrupts it at once."""
 
 BUS_VISIBILITY_TIMEOUT_MS = 30_000
-"""How long a delivered, unacknowledged entry waits before another consumer may claim it."""
+"""How long an entry whose consumer stopped renewing its claim waits before another may claim it."""
 
 BUS_CLAIM_INTERVAL_MAX_S = 5.0
 """Longest pause between two claim passes (otherwise a quarter of the visibility timeout)."""

@@ -18,7 +18,7 @@ from tusk_events.fujsen.helpers import shared_store
 
 pytestmark = pytest.mark.slow
 
-N = 12
+N = 8
 
 
 def app(delivery: str = "durable", sleep: str = "0.5", n: int = N, vt: float = 30) -> str:
@@ -84,9 +84,7 @@ CASES = [
     ("redis", "durable", True, signal.SIGINT, []),
     ("redis", "durable", False, signal.SIGTERM, []),
     ("redis", "durable", False, signal.SIGTERM, ["--processes", "2"]),
-    ("redis", "durable", True, signal.SIGINT, ["--processes", "2"]),
     ("redis", "durable", True, signal.SIGTERM, ["--isolation", "process"]),
-    ("redis", "broadcast", False, signal.SIGINT, []),
 ]
 
 

@@ -17,7 +17,7 @@ inline by the ``sync`` services subscribed to its type.
 
 Idempotency, exactly: after a handler returns, ``tusk:dedup:<group>:<event id>`` is
 recorded on the bus's Redis — in durable mode by the bus, in one MULTI with the stream
-acknowledgement, for a whole batch at once; in sync and broadcast mode right after the
+acknowledgement, sent in the round trip that starts the next handler (or with the next read); in sync and broadcast mode right after the
 handler. An event whose record exists is acknowledged without running the handler. A worker that dies *after* the handler's effects and *before* that MULTI leaves
 the event pending: it is handled again. Effects made through ``publish`` stay exactly-once
 even then: events published while handling event E in service S get ids derived from
