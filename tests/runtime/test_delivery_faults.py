@@ -156,22 +156,26 @@ RETRY_ONCE = COUNTING.replace("retries: 0", "retries: 1\nvisibility_timeout: 0.3
 
 
 @pytest.mark.timeout(60)
-def test_entries_read_but_never_started_are_not_dead_lettered(server, tmp_path):
-    """Redis's delivery count grows with every read; only started attempts count towards the DLQ."""
+@pytest.mark.parametrize(("retries", "recorded", "started"), [(1, 1, 2), (0, 1, 1)])
+def test_entries_read_but_never_started_are_not_dead_lettered(server, tmp_path, retries, recorded, started):
+    """Redis's delivery count grows with every read; only started attempts count towards the DLQ.
+
+    retries 0 counts every start exactly; retries >= 1 records starts from the second delivery
+    on and counts the first as started (``recorded`` + 1 starts)."""
     r = server.client()
-    with runtime(RETRY_ONCE, server, tmp_path) as rt:
+    with runtime(RETRY_ONCE.replace("retries: 1", f"retries: {retries}"), server, tmp_path) as rt:
         events = rt.bus.publish_many(("job", {"i": i}) for i in range(5))
         r.xgroup_create("tusk:stream:job", "worker", "0")
         ids = [mid for mid, _ in r.xreadgroup("worker", "ghost", {"tusk:stream:job": ">"})[0][1]]
         for _ in range(4):  # a reader that reads and never handles: delivery count 5
             r.xclaim("tusk:stream:job", "worker", "ghost", 0, ids)
         assert r.xpending_range("tusk:stream:job", "worker", "-", "+", 10)[0]["times_delivered"] == 5
-        # one event was really started twice and never finished: a worker died in its handler
-        r.set(f"tusk:attempt:worker:{events[0].id}", 2)
+        # one event was really started and never finished, retries + 1 times: a worker died in it
+        r.set(f"tusk:attempt:worker:{events[0].id}", recorded)
         summary = rt.run_until_idle(startup=False, timeout=30)
         assert summary.handled == 4 and summary.dead_lettered == 1
         (letter,) = rt.dlq.list("worker")
-        assert letter.event.id == events[0].id and "started 2 times without finishing" in letter.reason
+        assert letter.event.id == events[0].id and f"started {started} times without finishing" in letter.reason
         assert not r.hexists("applied", events[0].id)
         assert r.keys("tusk:attempt:*") == []  # the counters go with the acks
 

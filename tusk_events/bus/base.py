@@ -208,6 +208,7 @@ class Bus(ABC):
         dedup_ttl_s: float | None = None,
         on_poison: PoisonHandler | None = None,
         track_attempts: bool = False,
+        assume_first_started: bool = False,
     ) -> Subscription:
         """A subscription of ``handler`` to ``types``; call ``run()``, ``run_until_idle()`` or ``start()`` on it.
 
@@ -226,6 +227,11 @@ class Bus(ABC):
         *started* on the event (a counter written before each start, deleted with the ack)
         instead of the times Redis delivered it, so entries read but never started (a stop, a
         crash earlier in the batch) do not look like failed attempts; one round trip per event.
+        ``assume_first_started`` (with ``track_attempts``): first deliveries are not counted
+        (no round trip: acks go out every ``BUS_ACK_FLUSH_S``), and a redelivery counts the first
+        delivery as started. Cheap and exact from the second delivery on; it can take an
+        entry read but never started for one attempt, so use it when one attempt more or
+        less does not decide anything (a retry limit of 2 or more).
         """
 
     @abstractmethod

@@ -366,6 +366,8 @@ class Runtime:
                     batch=svc.spec.batch,
                     on_poison=poison,
                     track_attempts=True,
+                    # a phantom first attempt cannot decide a dead letter unless retries is 0
+                    assume_first_started=svc.spec.retries >= 1,
                 )
                 self._subscriptions.append(sub)
 
