@@ -32,8 +32,8 @@ Choices:
   In broadcast mode ``types`` filters on the subscriber side (one channel carries all).
 * Entries are read in batches (``XREADGROUP COUNT n``; n is ``batch`` for fast handlers and
   shrinks towards 1 when handlers are slow, see ``BUS_READ_AHEAD_S``) and acknowledged as
-  they finish: before the next handler starts (with ``track_attempts``, in the round trip
-  that counts its attempt) or with the next read. While entries are read and not yet
+  they finish: in the round trip that counts the next handler's attempt (``track_attempts``),
+  else before the next handler once ``BUS_ACK_FLUSH_S`` has passed, else with the next read. While entries are read and not yet
   acknowledged, a heartbeat renews their claim (``XCLAIM ... JUSTID``, every third of the
   visibility timeout), so healthy work is never reclaimed, by this consumer or another, however
   long the batch takes. An entry whose handler raised stays pending, is no longer renewed, and
