@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tusk_events.defaults import RUN_GRACE_S
 from tusk_events.errors import TskSyntaxError, TuskError
 
 
@@ -178,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no start line and no progress line")
     p.add_argument("--progress", type=float, metavar="SECONDS",
                    help="seconds between progress lines (default: 2 on a terminal, 10 otherwise)")
+    p.add_argument("--grace", type=float, default=RUN_GRACE_S, metavar="SECONDS",
+                   help="after SIGINT/SIGTERM, how long in-flight handlers may finish before they are "
+                        f"abandoned unacknowledged (default {RUN_GRACE_S:g}); exit code 130/143")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dlq", help="inspect and redrive dead-lettered events")
@@ -292,18 +296,20 @@ def _add_contract_commands(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+    """Run the services; SIGINT/SIGTERM stop them gracefully (see tusk_events.runtime.supervisor)."""
+    import os
 
     from tusk_events.observe.logs import setup_logging
     from tusk_events.runtime.core import Runtime
+    from tusk_events.runtime.supervisor import run_worker
 
     setup_logging(args.log_level, args.log_format)
     if args.strict and _strict_refusal(args.files):
         return 1
     if args.processes > 1:
         return _run_processes(args)
-    runtime = Runtime.from_files(args.files, **({"isolation": args.isolation} if args.isolation else {}))
+    runtime = Runtime.from_files(args.files, grace=args.grace,
+                                 **({"isolation": args.isolation} if args.isolation else {}))
     with runtime:
         runtime.client.ping()  # an unreachable bus is an error now, not a consumer reconnecting forever
         if args.metrics_port:
@@ -311,18 +317,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             serve_metrics(args.metrics_port, runtime)
         with _progress(args, runtime):
-            if args.until_idle:
-                summary = runtime.run_until_idle(startup=not args.no_startup)
-            else:
-                stop = threading.Event()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(sig, lambda *_: stop.set())
-                summary = runtime.run(stop, startup=not args.no_startup)
-    if args.json:
-        print(json.dumps(summary.to_dict()))
-    else:
-        print(summary.render())
-    return _run_exit_code(summary.dead_lettered)
+            result = run_worker(runtime, until_idle=args.until_idle, startup=not args.no_startup,
+                                grace=args.grace)
+        summary = result.summary
+        if args.json:
+            print(json.dumps({**summary.to_dict(), "signal": result.signal, "abandoned": result.abandoned}))
+        else:
+            print(summary.render())
+        for line in result.lines:
+            print(line, file=sys.stderr)
+        code = result.code or _run_exit_code(summary.dead_lettered)
+        if result.abandoned:  # a handler thread is still running: leave without waiting for it
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return code
 
 
 def _run_exit_code(dead_lettered: int) -> int:
@@ -357,56 +366,50 @@ def _progress(args: argparse.Namespace, runtime: Any) -> Any:
 
 def _run_processes(args: argparse.Namespace) -> int:
     """A supervisor: the startup fujsen once here, then N workers sharing the consumer groups."""
-    import signal
-    import subprocess
-
     from tusk_events.config import TSK
     from tusk_events.errors import ConfigError
+    from tusk_events.runtime.supervisor import run_processes
 
     first = TSK.from_file(args.files[0])
     if first.bus_url.startswith("memory://"):
         raise ConfigError("--processes needs a bus shared between processes (redis://...); "
                           f"this config uses {first.bus_url}")
-    if args.metrics_port:
-        # one endpoint here, summing what the workers write to a multiprocess dir they inherit
-        from tusk_events.observe.metrics import supervise_metrics
 
-        supervise_metrics(args.metrics_port, args.files)
-    if not args.no_startup:
-        from tusk_events.runtime.core import Runtime
+    def startup() -> None:
+        if args.metrics_port:
+            # one endpoint here, summing what the workers write to a multiprocess dir they inherit
+            from tusk_events.observe.metrics import supervise_metrics
 
-        with Runtime.from_files(args.files) as rt:
-            rt.run_startup()
-    cmd = [sys.executable, "-m", "tusk_events", "run", *args.files, "--no-startup", "--quiet", "--json",
-           "--log-level", args.log_level, "--log-format", args.log_format]
+            supervise_metrics(args.metrics_port, args.files)
+        if not args.no_startup:
+            from tusk_events.runtime.core import Runtime
+
+            with Runtime.from_files(args.files) as rt:
+                rt.run_startup()
+
+    # workers print their summaries as JSON; the supervisor adds them up into one
+    worker_args = ["--quiet", "--json", "--log-level", args.log_level, "--log-format", args.log_format,
+                   "--grace", str(args.grace)]
     if args.isolation:
-        cmd += ["--isolation", args.isolation]
-    if args.until_idle:
-        cmd.append("--until-idle")
+        worker_args += ["--isolation", args.isolation]
     if args.metrics_port:
-        cmd += ["--metrics-port", str(args.metrics_port)]
-    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
-
-    def forward(signum: int, _frame: Any) -> None:
-        for w in workers:
-            w.send_signal(signum)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    outputs = [w.communicate()[0] for w in workers]
-    return _print_total(args, outputs, [w.returncode for w in workers])
+        worker_args += ["--metrics-port", str(args.metrics_port)]
+    outputs: list[str] = []
+    code = run_processes(args.files, processes=args.processes, worker_args=worker_args,
+                         until_idle=args.until_idle, startup=startup, outputs=outputs)
+    return _print_total(args, outputs, code)
 
 
-def _print_total(args: argparse.Namespace, outputs: Sequence[str], codes: Sequence[int]) -> int:
+def _print_total(args: argparse.Namespace, outputs: Sequence[str], code: int) -> int:
     """One summary for the run, the workers' JSON summaries added up; the run's exit code."""
-    from tusk_events.observe.progress import exit_code, parse_worker_output, render_total, total_summary
+    from tusk_events.observe.progress import parse_worker_output, render_total, total_summary
 
     parts = [s for s in (parse_worker_output(o) for o in outputs) if s is not None]
     total = total_summary(parts)
     print(json.dumps(total) if args.json else render_total(total))
-    if len(parts) < len(codes):
-        print(f"{len(codes) - len(parts)} worker process(es) exited without a summary", file=sys.stderr)
-    return exit_code(codes)
+    if code == 0 and total["dead_lettered"]:
+        return _run_exit_code(total["dead_lettered"])
+    return code
 
 
 def _runtime_for(path: str) -> Any:

@@ -66,11 +66,12 @@ SERVICE_CONCURRENCY = 1
 """Consumers (threads) per service in each worker process."""
 
 SERVICE_VISIBILITY_TIMEOUT_S = 30.0
-"""Durable services: how long an event may stay unacknowledged before another consumer claims it.
-Longer than a handler's worst case, retries and their backoff included."""
+"""Durable services: how long the events of a consumer that stopped making progress (died,
+disconnected) wait before another consumer claims them. A live consumer renews its claims,
+so this bounds neither handler nor batch time."""
 
 SERVICE_BATCH = 100
-"""Durable services: events read, deduplicated and acknowledged per round trip."""
+"""Durable services: most events read and deduplicated per round trip (fewer for slow handlers)."""
 
 DEDUP_PREFIX = "tusk:dedup:"
 """Key prefix of the records of handled event ids: ``tusk:dedup:<group>:<event id>``."""
@@ -99,13 +100,13 @@ BUS_MAXLEN = 100_000
 """Entries a stream keeps (trimmed approximately at each XADD); older ones are dropped."""
 
 BUS_BATCH = 100
-"""Entries read (XREADGROUP COUNT) and then acknowledged (one XACK) per round trip."""
+"""Most entries read per round trip (XREADGROUP COUNT); fewer while handlers are slow."""
 
 BUS_BLOCK_MS = 1_000
 """How long one read waits on the server for new events; stop() interrupts it at once."""
 
 BUS_VISIBILITY_TIMEOUT_MS = 30_000
-"""How long a delivered, unacknowledged entry waits before another consumer may claim it."""
+"""How long an entry whose consumer stopped renewing its claim waits before another may claim it."""
 
 BUS_CLAIM_INTERVAL_MAX_S = 5.0
 """Longest pause between two claim passes (otherwise a quarter of the visibility timeout)."""
@@ -145,6 +146,42 @@ BUS_STOP_TIMEOUT_S = 10.0
 
 BUS_BROADCAST_POLL_S = 0.05
 """How often an idle broadcast listener checks whether it was asked to stop."""
+
+BUS_READ_AHEAD_S = 0.25
+"""Durable reads fetch about this much work: COUNT is ``batch`` for fast handlers and shrinks
+to 1 for slow ones, so a stop or a crash leaves little read but not yet started."""
+
+BUS_HEARTBEAT_FRACTION = 3
+"""In-flight entries have their claim renewed every ``visibility_timeout / this``."""
+
+BUS_ACK_FLUSH_S = 0.05
+"""Without attempt counting, finished entries wait at most this long (plus one handler) for their ack."""
+
+BUS_UNREACHABLE_GIVE_UP_S = 10.0
+"""``run_until_idle``: how long a durable reader keeps reconnecting before it raises BusError."""
+
+ATTEMPT_PREFIX = "tusk:attempt:"
+"""Key prefix of started-attempt counters: ``tusk:attempt:<group>:<event id>`` (deleted with the ack)."""
+
+RUN_GRACE_S = 10.0
+"""``run``: after the first SIGINT/SIGTERM, how long in-flight handlers may finish before they are
+abandoned unacknowledged (``--grace``)."""
+
+RUNTIME_CONSUMER_RESTARTS = 5
+"""A worker restarts a consumer thread that died at most this often per ``RUNTIME_RESTART_WINDOW_S``
+before it gives up and exits non-zero."""
+
+RUNTIME_RESTART_WINDOW_S = 60.0
+"""The window over which consumer (and worker process) restarts are counted."""
+
+SUPERVISOR_RESTARTS = 5
+"""``--processes``: worker deaths tolerated per ``RUNTIME_RESTART_WINDOW_S`` before the supervisor gives up."""
+
+SUPERVISOR_BACKOFF_S = 0.5
+"""Delay before restarting a dead worker; doubles with each restart in the window."""
+
+SUPERVISOR_BACKOFF_MAX_S = 10.0
+"""Cap of the delay before restarting a dead worker."""
 
 BUS_MEMORY_DEFAULT_NAME = "default"
 """The embedded server that ``memory://`` (no name) refers to."""

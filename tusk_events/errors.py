@@ -7,6 +7,7 @@
     │   ├── SandboxViolation a fujsen tried to reach past the sandbox
     │   └── FujsenTimeout    a fujsen ran past its time budget
     ├── BusError             the event bus cannot publish or deliver
+    │   └── PayloadError     an event that is not strict JSON (NaN, Infinity...)
     └── StoreError           the event store cannot read or write
 
 Exceptions that *user code* raises for control flow are not here: they live with the
@@ -69,6 +70,10 @@ class BusError(TuskError):
     """The event bus cannot publish or deliver (unreachable server, unknown URL scheme...)."""
 
 
+class PayloadError(BusError):
+    """An event whose payload or metadata is not strict JSON (NaN, Infinity, sets...): refused at publish."""
+
+
 class StoreError(TuskError):
     """The event store cannot read or write; driver errors are chained as the cause."""
 
@@ -87,6 +92,7 @@ __all__ = [
     "ContractError",
     "FujsenError",
     "FujsenTimeout",
+    "PayloadError",
     "SandboxViolation",
     "StoreError",
     "TskSyntaxError",

@@ -101,7 +101,8 @@ class Event:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        """The envelope as strict JSON; ValueError for NaN/Infinity, TypeError for what JSON cannot hold."""
+        return _strict(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, fallback_id: str | None = None) -> Event:
@@ -124,6 +125,10 @@ class Event:
     @classmethod
     def from_json(cls, raw: str | bytes, *, fallback_id: str | None = None) -> Event:
         return cls.from_dict(json.loads(raw), fallback_id=fallback_id)
+
+
+_strict = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+"""RFC 8259 JSON: NaN and Infinity are refused (ValueError), since other readers reject them."""
 
 
 def new_event(type: str, payload: Any = None, metadata: Mapping[str, Any] | None = None) -> Event:
@@ -157,4 +162,6 @@ def handling(event: Event) -> Iterator[Event]:
         _current.reset(token)
 
 
-__all__ = ["ENVELOPE_VERSION", "Event", "current_event", "handling", "new_event", "new_id", "new_trace_id"]
+__all__ = [
+    "ENVELOPE_VERSION", "Event", "current_event", "handling", "new_event", "new_id", "new_trace_id",
+]

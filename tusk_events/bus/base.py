@@ -25,6 +25,7 @@ alone, so ``lambda e, seen=seen: ...`` gets the event only.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import threading
 import time
@@ -35,7 +36,7 @@ from typing import Any, Literal, Self, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from tusk_events.defaults import BUS_READY_TIMEOUT_S, BUS_STOP_TIMEOUT_S
-from tusk_events.errors import BusError
+from tusk_events.errors import BusError, PayloadError
 from tusk_events.events import Event, handling, new_event
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ Handler: TypeAlias = Callable[..., Any]
 """``handler(event)`` or ``handler(event, delivery)``; the return value is ignored."""
 ErrorHandler: TypeAlias = Callable[[BaseException, "Event | None", "Delivery"], Any]
 """``on_error(exc, event, delivery)``; ``event`` is None when the message could not be decoded."""
+PoisonHandler: TypeAlias = Callable[[bytes, str, "Delivery"], Any]
+"""``on_poison(raw, reason, delivery)``: an entry that is not a usable event (undecodable, too
+deep, not an envelope); ``raw`` is its bytes as stored. Durable: once it returns, the entry is
+acknowledged; if it raises, the entry stays pending and is tried again later."""
 EventSpec: TypeAlias = "Event | tuple[str, Any] | tuple[str, Any, Mapping[str, Any] | None]"
 
 
@@ -126,6 +131,34 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+_strict = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def strict_json(data: Any, type: str = "?") -> str:
+    """``data`` as strict JSON (RFC 8259: no NaN or Infinity, which other readers reject).
+
+    Raises PayloadError naming the event type, so a bad payload is refused where it is
+    published instead of being stored as JSON nothing else can read.
+    """
+    try:
+        return _strict(data)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"event {type!r} cannot be published: {exc} (payload and metadata must be strict JSON: "
+            "no NaN or Infinity; only objects, arrays, strings, finite numbers, booleans and null)"
+        ) from exc
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line, bounded text of ``exc`` (a RecursionError's or a huge value's str can be long)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the entry
+        text = ""
+    text = text.splitlines()[0] if text else ""
+    return text[:200]
+
+
 def to_event(spec: EventSpec) -> Event:
     """An :class:`Event` from an Event or a ``(type, payload[, metadata])`` tuple."""
     if isinstance(spec, Event):
@@ -173,6 +206,9 @@ class Bus(ABC):
         on_error: ErrorHandler | None = None,
         start: Literal["earliest", "latest"] = "earliest",
         dedup_ttl_s: float | None = None,
+        on_poison: PoisonHandler | None = None,
+        track_attempts: bool = False,
+        assume_first_started: bool = False,
     ) -> Subscription:
         """A subscription of ``handler`` to ``types``; call ``run()``, ``run_until_idle()`` or ``start()`` on it.
 
@@ -186,6 +222,16 @@ class Bus(ABC):
         "earliest" retained entry or "latest"). ``block_ms``: how long one read waits on
         the server. ``on_error(exc, event, delivery)`` is called after a handler raised.
         ``dedup_ttl_s``: how long a group remembers the ids it handled (durable only).
+        ``on_poison(raw, reason, delivery)``: gets entries that are not events (default: log
+        them). ``track_attempts`` (durable): ``Delivery.count`` counts the times a handler was
+        *started* on the event (a counter written before each start, deleted with the ack)
+        instead of the times Redis delivered it, so entries read but never started (a stop, a
+        crash earlier in the batch) do not look like failed attempts; one round trip per event.
+        ``assume_first_started`` (with ``track_attempts``): first deliveries are not counted
+        (no round trip: acks go out every ``BUS_ACK_FLUSH_S``), and a redelivery counts the first
+        delivery as started. Cheap and exact from the second delivery on; it can take an
+        entry read but never started for one attempt, so use it when one attempt more or
+        less does not decide anything (a retry limit of 2 or more).
         """
 
     @abstractmethod
@@ -227,6 +273,7 @@ class Subscription(ABC):
         group: str | None,
         consumer: str | None,
         on_error: ErrorHandler | None,
+        on_poison: PoisonHandler | None = None,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {handler!r}")
@@ -235,6 +282,9 @@ class Subscription(ABC):
         self.group = group
         self.consumer = consumer
         self.on_error = on_error
+        self.on_poison = on_poison
+        self.poisoned = 0
+        """Entries that were not usable events (passed to ``on_poison`` or logged)."""
         self.handled = 0
         """Events whose handler returned."""
         self.failed = 0
@@ -260,18 +310,19 @@ class Subscription(ABC):
         """Process events in the calling thread until :meth:`stop` or ``stop_event.set()``."""
         self._run(until_idle=False, deadline=None, stop_event=stop_event)
 
-    def run_until_idle(self, timeout: float | None = None) -> int:
+    def run_until_idle(self, timeout: float | None = None, stop_event: threading.Event | None = None) -> int:
         """Process until nothing is pending or new, then return how many events were handled.
 
         Durable: returns once the group has no new entry and no unacknowledged one for these
         types (a failed message is retried after the visibility timeout, so this waits for it).
         Broadcast: returns after ``block_ms`` without a message. With ``timeout`` (seconds) it
-        also returns when time is up, with ``idle`` False and a warning logged.
+        also returns when time is up, with ``idle`` False and a warning logged, and when
+        ``stop_event`` is set (after the event in hand).
         """
         before = self.handled
         deadline = None if timeout is None else time.monotonic() + timeout
         self.idle = False
-        self._run(until_idle=True, deadline=deadline, stop_event=None)
+        self._run(until_idle=True, deadline=deadline, stop_event=stop_event)
         return self.handled - before
 
     def start(self, *, wait: bool = True, timeout: float = BUS_READY_TIMEOUT_S) -> Self:
@@ -319,6 +370,28 @@ class Subscription(ABC):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(None if end is None else max(0.0, end - time.monotonic()))
         return True
+
+    def request_stop(self) -> None:
+        """Ask the run to end after the event in hand, without waiting (see :meth:`stop`)."""
+        self._stopping.set()
+        self._interrupt()
+
+    def abandon(self) -> int:
+        """Give up on the event in hand without acknowledging it (the process is about to exit).
+
+        Durable: its attempt is not counted and it is made claimable at once. Returns how many
+        entries were given up.
+        """
+        return 0
+
+    def wait_stopped(self, timeout: float | None) -> bool:
+        """Wait until the run has ended; False when ``timeout`` passed first."""
+        return self._idle.wait(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the background thread of :meth:`start` is still running."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def running(self) -> bool:
@@ -371,6 +444,16 @@ class Subscription(ABC):
             return False
         self.handled += 1
         return ACK_ONLY if result is ACK_ONLY else True
+
+    def _poisoned(self, raw: bytes, exc: BaseException, delivery: Delivery) -> None:
+        """An entry that is not a usable event: to ``on_poison``, else logged. Raises if the hook did."""
+        self.poisoned += 1
+        reason = f"not a usable event: {type(exc).__name__}: {_short(exc)}"
+        if self.on_poison is None:  # reported like a failed handler, with no event
+            log.error("%s: %s (%d bytes: %r); acknowledged", self._where(), reason, len(raw), raw[:120])
+            self._report(exc, None, delivery)
+            return
+        self.on_poison(raw, reason, delivery)
 
     def _report(self, exc: BaseException, event: Event | None, delivery: Delivery) -> None:
         self.failed += 1

@@ -1,5 +1,11 @@
 """The Redis bus: pub/sub for ``broadcast``, Streams with consumer groups for ``durable``.
 
+(Over 1,000 lines on purpose, for now: the publish path, the durable consumer loop and the
+broadcast listener share one set of wire helpers — ``_roundtrip``, the error-reply
+classification, the key layout — and were kept together so that parallel changes to this
+file merge cleanly. What runs beside the consumer loop, claim renewal, release and attempt
+counting, is in ``redis_delivery.py``; the consumer classes are the next thing to move out.)
+
 Key layout (``stream_prefix`` defaults to ``tusk:stream:``, ``channel`` to ``tusk_events``)::
 
     tusk:stream:<type>    one stream per event type; each entry has one field, ``event``,
@@ -24,11 +30,21 @@ Choices:
   start and every ``discover_interval_s``; groups on newly found streams start at their
   first entry. Name the types on a large shared server: SCAN walks the whole keyspace.
   In broadcast mode ``types`` filters on the subscriber side (one channel carries all).
-* Entries are read and acknowledged in batches (``XREADGROUP COUNT batch``, then one XACK
-  per stream, pipelined with the next read). An entry is acknowledged only after its
-  handler returned; one whose handler raised stays pending and is claimed (XAUTOCLAIM),
-  by any consumer of the group, once idle for ``visibility_timeout_ms``. Entries that are
-  not valid envelopes can never succeed: they are reported and acknowledged.
+* Entries are read in batches (``XREADGROUP COUNT n``; n is ``batch`` for fast handlers and
+  shrinks towards 1 when handlers are slow, see ``BUS_READ_AHEAD_S``) and acknowledged as
+  they finish: in the round trip that counts the next handler's attempt (``track_attempts``),
+  else before the next handler once ``BUS_ACK_FLUSH_S`` has passed, else with the next read. While entries are read and not yet
+  acknowledged, a heartbeat renews their claim (``XCLAIM ... JUSTID``, every third of the
+  visibility timeout), so healthy work is never reclaimed, by this consumer or another, however
+  long the batch takes. An entry whose handler raised stays pending, is no longer renewed, and
+  is claimed (XAUTOCLAIM), by any consumer of the group, once idle for
+  ``visibility_timeout_ms``. A stop lets the entries already read finish (a read holds about
+  ``BUS_READ_AHEAD_S`` of work); what a caller gives up on (``abandon()``, or a run that ended
+  on an error) is released at once (idle time set past the timeout) for any consumer to claim.
+* Entries that are not usable events (not JSON, not an envelope, nested too deep to decode,
+  anything the decoder raises) can never succeed: they go to ``on_poison`` with their bytes
+  (the runtime writes them to the service's dead-letter queue) and are acknowledged; the
+  loop goes on.
 * Clients use ``decode_responses=False``: payloads stay bytes, which ``json.loads``
   accepts, so the docs' fujsen work unchanged and nothing is decoded twice.
 """
@@ -60,13 +76,17 @@ from tusk_events.bus.base import (
     GroupInfo,
     Handler,
     Mode,
+    PoisonHandler,
     PublishTo,
     StreamInfo,
     Subscription,
     redact_url,
+    strict_json,
     to_event,
 )
+from tusk_events.bus.redis_delivery import DeliveryTracking
 from tusk_events.defaults import (
+    BUS_ACK_FLUSH_S,
     BUS_BATCH,
     BUS_BLOCK_MS,
     BUS_BROADCAST_POLL_S,
@@ -85,8 +105,10 @@ from tusk_events.defaults import (
     BUS_SOCKET_TIMEOUT_S,
     BUS_STREAM_FIELD,
     BUS_STREAM_PREFIX,
+    BUS_UNREACHABLE_GIVE_UP_S,
     BUS_VISIBILITY_TIMEOUT_MS,
     DEDUP_PREFIX,
+    DEDUP_TTL_S,
 )
 from tusk_events.errors import BusError
 from tusk_events.events import Event, new_event
@@ -102,7 +124,7 @@ CONNECTION_OPTIONS = frozenset(
 """Options of :func:`open_bus` that configure the connection rather than the bus."""
 
 _FIELD = BUS_STREAM_FIELD
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 """``Event.to_json`` without building an encoder per call: same bytes, on the publish hot path."""
 _decode = json.JSONDecoder().decode
 """``json.loads`` minus its per-call encoding sniffing; envelopes are UTF-8 by construction."""
@@ -318,11 +340,9 @@ class RedisBus(Bus):
     def _commands(self, event: Event) -> list[tuple[Any, ...]]:
         try:
             data = _encode(event.to_dict()).encode()
-        except (TypeError, ValueError) as exc:
-            raise BusError(
-                f"event {event.type!r} cannot be published: {exc} "
-                "(payload and metadata must be JSON-serialisable)"
-            ) from exc
+        except (TypeError, ValueError):
+            strict_json(event.to_dict(), event.type)  # raises PayloadError with the reason
+            raise
         if self._to_stream:
             head = self._xadd.get(event.type)
             if head is None:
@@ -425,6 +445,9 @@ class RedisBus(Bus):
         on_error: ErrorHandler | None = None,
         start: Literal["earliest", "latest"] = "earliest",
         dedup_ttl_s: float | None = None,
+        on_poison: PoisonHandler | None = None,
+        track_attempts: bool = False,
+        assume_first_started: bool = False,
     ) -> Subscription:
         if self._closed:
             raise BusError(f"cannot subscribe on {self.shown_url}: the bus is closed")
@@ -448,10 +471,14 @@ class RedisBus(Bus):
                 on_error=on_error,
                 start=start,
                 dedup_ttl_s=dedup_ttl_s,
+                on_poison=on_poison,
+                track_attempts=track_attempts,
+                assume_first_started=assume_first_started,
             )
         elif mode == "broadcast":
             sub = BroadcastSubscription(
-                self, handler, wanted, block_ms=block_ms or BUS_BLOCK_MS, on_error=on_error
+                self, handler, wanted, block_ms=block_ms or BUS_BLOCK_MS, on_error=on_error,
+                on_poison=on_poison,
             )
         else:
             raise BusError(f"unknown delivery mode {mode!r}: use 'durable' or 'broadcast'")
@@ -525,6 +552,14 @@ class RedisBus(Bus):
         return f"<{type(self).__name__} {self.shown_url} channel={self.channel!r} prefix={self.stream_prefix!r}>"
 
 
+def _raw_fields(fields: Any) -> bytes:
+    """An entry's fields as ``name=value`` lines: the bytes kept for one without an ``event`` field."""
+    try:
+        return b"\n".join(bytes(fields[i]) + b"=" + bytes(fields[i + 1]) for i in range(0, len(fields) - 1, 2))
+    except Exception:  # noqa: BLE001 - a reply shape we do not know: keep its repr
+        return repr(fields).encode()
+
+
 def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -537,8 +572,15 @@ class _Reconnecting:
         self.where = where
         self.attempt = 0
         self.last: BaseException | None = None
+        self.since: float | None = None
+
+    def down_for(self) -> float:
+        """Seconds since the first of the failures in a row (0 when connected)."""
+        return 0.0 if self.since is None else time.monotonic() - self.since
 
     def failed(self, exc: BaseException, stopping: threading.Event) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
         if self.attempt == 0:
             log.warning("%s lost its connection (%s); reconnecting", self.where, exc)
         else:
@@ -553,9 +595,10 @@ class _Reconnecting:
             log.info("%s reconnected after %d attempts", self.where, self.attempt)
         self.attempt = 0
         self.last = None
+        self.since = None
 
 
-class DurableSubscription(Subscription):
+class DurableSubscription(DeliveryTracking, Subscription):
     """Consumer ``consumer`` of group ``group`` on the streams of ``types``."""
 
     mode: Mode = "durable"
@@ -574,10 +617,14 @@ class DurableSubscription(Subscription):
         on_error: ErrorHandler | None,
         start: Literal["earliest", "latest"],
         dedup_ttl_s: float | None = None,
+        on_poison: PoisonHandler | None = None,
+        track_attempts: bool = False,
+        assume_first_started: bool = False,
     ) -> None:
         self._auto_consumer = consumer is None
         super().__init__(
-            handler, types=types, group=group, consumer=consumer or _default_consumer(), on_error=on_error
+            handler, types=types, group=group, consumer=consumer or _default_consumer(), on_error=on_error,
+            on_poison=on_poison,
         )
         assert self.group is not None and self.consumer is not None
         self._bus = bus
@@ -603,9 +650,17 @@ class DurableSubscription(Subscription):
         self._dedup_prefix = f"{DEDUP_PREFIX}{self.group}:".encode()
         self._done_ids: list[bytes] = []
         self._claim_cursor: dict[bytes, bytes] = {}
-        self._read_head = (b"XREADGROUP", b"GROUP", self._group_b, self._consumer_b, b"COUNT", self.batch)
+        self._read_head = (b"XREADGROUP", b"GROUP", self._group_b, self._consumer_b, b"COUNT")
         self._read_tail: tuple[bytes, ...] = ()
         self._reconnect = _Reconnecting(bus, self._where())
+        self._init_tracking(group=self.group, track_attempts=track_attempts, ttl_s=self._dedup_ttl or DEDUP_TTL_S)
+        self._done_attempts: list[bytes] = []
+        self._current: bytes | None = None
+        self._given_up = False
+        self._assume_first = int(bool(assume_first_started))
+        self._last_flush = 0.0
+        self.groups_lost = 0
+        """Groups found missing at a reconnect and recreated (the server lost its data)."""
 
     def _where(self) -> str:
         return f"consumer {self.consumer} of group {self.group} on {self._bus.shown_url}"
@@ -628,13 +683,19 @@ class DurableSubscription(Subscription):
         self._read_tail = tail
         return new
 
-    def _create_groups(self, keys: Sequence[bytes], start_id: bytes) -> None:
+    def _create_groups(self, keys: Sequence[bytes], start_id: bytes) -> list[bytes]:
+        """Create the group on ``keys`` where missing; returns the keys where it was missing."""
         if not keys:
-            return
+            return []
         replies = self._call([(b"XGROUP", b"CREATE", k, self._group_b, start_id, b"MKSTREAM") for k in keys])
+        created = []
         for k, r in zip(keys, replies):
-            if isinstance(r, ResponseError) and not str(r).startswith("BUSYGROUP"):
-                _check(r, f"cannot create group {self.group} on {k.decode()} at {self._bus.shown_url}")
+            if isinstance(r, ResponseError):
+                if not str(r).startswith("BUSYGROUP"):
+                    _check(r, f"cannot create group {self.group} on {k.decode()} at {self._bus.shown_url}")
+            else:
+                created.append(k)
+        return created
 
     def _setup(self) -> None:
         """(Re)connect, learn our client id (for stop) and make sure every group exists."""
@@ -644,12 +705,23 @@ class DurableSubscription(Subscription):
         self._conn.connect()
         reply = self._call([(b"CLIENT", b"ID")])[0]
         self._client_id = None if isinstance(reply, ResponseError) else int(reply)
+        known = set(self._keys) if self._created_once else set()
         if self._discover:
             self._set_keys(self._bus.scan_streams(self._call))
         else:
             self._set_keys(())
         # First creation honours ``start``; a recreation (data lost) reads the new stream from its start.
-        self._create_groups(self._keys, self._start_id if not self._created_once else b"0")
+        created = self._create_groups(self._keys, self._start_id if not self._created_once else b"0")
+        lost = [k for k in created if k in known]
+        if lost:
+            self.groups_lost += len(lost)
+            log.error(
+                "%s: the group was missing on %s and has been recreated: the Redis server lost its data "
+                "(restarted without persistence, flushed, or the stream was deleted); events on the bus "
+                "before the loss are gone from it (the event store still has them: tusk-events replay --to-bus)",
+                self._where(),
+                ", ".join(k.decode() for k in lost),
+            )
         self._created_once = True
         self._setup_needed = False
         self._reconnect.ok()
@@ -669,22 +741,40 @@ class DurableSubscription(Subscription):
 
     def _ack_commands(self) -> list[tuple[Any, ...]]:
         acks = [(b"XACK", k, self._group_b, *ids) for k, ids in self._unacked.items() if ids]
-        if not self._done_ids:
+        if not self._done_ids and not self._done_attempts:
             return acks
-        marks = [(b"SET", self._dedup_prefix + i, b"1", b"EX", self._dedup_ttl) for i in self._done_ids]
+        marks: list[tuple[Any, ...]] = [
+            (b"SET", self._dedup_prefix + i, b"1", b"EX", self._dedup_ttl) for i in self._done_ids
+        ]
+        if self._done_attempts:
+            marks.append((b"DEL", *self._done_attempts))
         return [(b"MULTI",), *marks, *acks, (b"EXEC",)]
 
     def _acks_sent(self) -> None:
+        for k, ids in self._unacked.items():
+            self._unhold(k, ids)
         self._unacked = {}
         self._done_ids = []
+        self._done_attempts = []
+        self._last_flush = time.monotonic()
+
+    def _ack(self, key: bytes, mid: bytes) -> None:
+        self._unacked.setdefault(key, []).append(mid)
+
+    def _flush_and(self, extra: list[tuple[Any, ...]]) -> list[Any]:
+        """Send the acks due so far and ``extra`` in one round trip; returns the replies to ``extra``."""
+        acks = self._ack_commands()
+        replies = self._call(acks + extra)
+        self._acks_sent()
+        return replies[len(acks) :]
 
     def _read(self, block_ms: int | None) -> int:
         """Ack what is done and read the next batch in one round trip; dispatch it."""
         cmds = self._ack_commands()
         if block_ms is None:
-            cmds.append((*self._read_head, *self._read_tail))
+            cmds.append((*self._read_head, self.read_count, *self._read_tail))
         else:
-            cmds.append((*self._read_head, b"BLOCK", block_ms, *self._read_tail))
+            cmds.append((*self._read_head, self.read_count, b"BLOCK", block_ms, *self._read_tail))
         self._blocked = block_ms is not None
         try:
             replies = self._call(cmds)
@@ -701,26 +791,26 @@ class DurableSubscription(Subscription):
             return 0
         n = 0
         for key, entries in reply:
-            n += self._handle(key, entries, None)
-        return n
+            self._handle(key, entries, None)
+            n += len(entries)
+        return n  # entries read, handled or not: the caller's "anything moved?"
 
     def _handle(self, key: bytes, entries: list[Any], counts: dict[bytes, int] | None) -> int:
-        """Dispatch a batch of one stream's entries; queue the ids to ack. Returns entries handled."""
-        acks = self._unacked.setdefault(key, [])
+        """Dispatch a batch of one stream's entries, acking as they finish. Returns entries handled."""
         type_name = self._type_of.get(key) or self._bus.type_of(key)
         group, consumer = self.group, self.consumer
+        self._hold(key, [mid for mid, _ in entries])
         parsed: list[tuple[bytes, int, Event]] = []
         for mid, fields in entries:
             count = 1 if counts is None else counts.get(mid, 2)
             if not fields:  # deleted while pending: nothing to deliver
-                acks.append(mid)
+                self._ack(key, mid)
                 continue
             try:
                 raw = fields[1] if fields[0] == _FIELD else _pairs(fields)[_FIELD]
                 event = _event(raw, mid.decode())
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-                self._report(exc, None, Delivery(count, "durable", mid.decode(), type_name, group, consumer))
-                acks.append(mid)  # can never succeed: do not redeliver it forever
+            except Exception as exc:  # noqa: BLE001 - any decode failure (RecursionError, MemoryError...)
+                self._poison(key, mid, fields, exc, Delivery(count, "durable", mid.decode(), type_name, group, consumer))
                 continue
             parsed.append((mid, count, event))
         done: set[str] = set()
@@ -732,22 +822,72 @@ class DurableSubscription(Subscription):
         dispatch = self._dispatch
         handled = 0
         for mid, count, event in parsed:
+            if self._given_up:  # abandon() released the rest: another consumer may have it now
+                break
             if event.id in done:  # this group handled the event already (redelivered or republished)
-                acks.append(mid)
+                self._ack(key, mid)
                 self.duplicates += 1
                 continue
+            attempt_key = b""
+            if self._track and (count > 1 or not self._assume_first):
+                attempt_key, cmds = self._attempt_commands(event.id)
+                started = self._flush_and(cmds)[0]
+                if isinstance(started, ResponseError):
+                    _check(started, f"{self._where()}: counting the attempt failed")
+                count = int(started) + self._assume_first
+            elif self._unacked and time.monotonic() - self._last_flush >= BUS_ACK_FLUSH_S:
+                self._flush_and([])
 
             def delivery(mid: bytes = mid, count: int = count) -> Delivery:
                 return Delivery(count, "durable", mid.decode(), type_name, group, consumer)
 
-            outcome = dispatch(event, delivery)
+            t0 = time.perf_counter()
+            self._current = attempt_key
+            try:
+                outcome = dispatch(event, delivery)
+            finally:
+                self._current = None
+            self._timed(time.perf_counter() - t0)
             if outcome:
-                acks.append(mid)
+                self._ack(key, mid)
                 handled += 1
+                if attempt_key:
+                    self._done_attempts.append(attempt_key)
                 if self._dedup_ttl is not None and outcome is not ACK_ONLY:
                     done.add(event.id)
                     self._done_ids.append(event.id.encode())
+            else:
+                self._unhold(key, [mid])  # failed: retried once the visibility timeout has passed
         return handled
+
+    def _poison(self, key: bytes, mid: bytes, fields: Any, exc: BaseException, delivery: Delivery) -> None:
+        """An entry that is not an event: hand it over with its bytes, then ack it (unless that failed)."""
+        try:
+            raw = fields[1] if fields[0] == _FIELD and isinstance(fields[1], bytes) else _raw_fields(fields)
+            self._poisoned(raw, exc, delivery)
+        except Exception as hook_exc:  # noqa: BLE001 - keep it pending; it is tried again later
+            self._unhold(key, [mid])
+            log.error("%s: could not set aside unusable entry %s of %s: %s", self._where(), mid.decode(), key.decode(), hook_exc)
+            return
+        self._ack(key, mid)
+
+    def abandon(self) -> int:
+        """From another thread, while a handler runs: uncount its attempt, release what is held."""
+        self._given_up = True
+        held = self._held_now()
+        self._drop_held()  # the heartbeat must not renew them any more
+        current = self._current
+        cmds = self._release_commands(held)
+        if current:
+            cmds.insert(0, (b"DECR", current))
+        if not cmds:
+            return 0
+        try:
+            self._bus._once(cmds)
+        except Exception as exc:  # noqa: BLE001 - then they wait out the visibility timeout
+            log.warning("%s: could not release abandoned entries (%s); they are redelivered after the "
+                        "visibility timeout", self._where(), exc)
+        return sum(len(v) for v in held.values())
 
     def _claim(self) -> tuple[int, bool]:
         """XAUTOCLAIM what other (or this) consumers left pending too long; returns (handled, more)."""
@@ -755,7 +895,7 @@ class DurableSubscription(Subscription):
         vt = self.visibility_timeout_ms
         replies = self._call(
             [
-                (b"XAUTOCLAIM", k, self._group_b, self._consumer_b, vt, self._claim_cursor.get(k, b"0-0"), b"COUNT", self.batch)
+                (b"XAUTOCLAIM", k, self._group_b, self._consumer_b, vt, self._claim_cursor.get(k, b"0-0"), b"COUNT", self.read_count)
                 for k in keys
             ]
         )
@@ -793,7 +933,8 @@ class DurableSubscription(Subscription):
         n = 0
         for (k, es), p in zip(claimed, pend):
             counts = {} if isinstance(p, ResponseError) else {row[0]: int(row[3]) for row in p}
-            n += self._handle(k, es, counts)
+            self._handle(k, es, counts)
+            n += len(es)
         return n, more
 
     def _pending(self) -> int:
@@ -818,6 +959,8 @@ class DurableSubscription(Subscription):
         next_discover = 0.0
         poll_ms = max(1, min(self.block_ms, int(self._claim_every * 1000)))
         self._setup_needed = True  # every run (re)connects: the last one disconnected
+        self._given_up = False
+        heartbeat = self._start_heartbeat()
         try:
             while not self._should_stop(stop_event):
                 now = time.monotonic()
@@ -859,8 +1002,15 @@ class DurableSubscription(Subscription):
                     if self._conn is not None:
                         self._conn.disconnect()
                     self._setup_needed = True
+                    self._drop_held()
+                    if until_idle and self._reconnect.down_for() > BUS_UNREACHABLE_GIVE_UP_S:
+                        raise BusError(
+                            f"{self._where()}: the bus has been unreachable for {BUS_UNREACHABLE_GIVE_UP_S:g}s "
+                            f"({exc}); check that the Redis server is running and reachable at that URL"
+                        ) from exc
                     self._reconnect.failed(exc, self._stopping)
         finally:
+            heartbeat.set()
             self._finish()
 
     def _pending_quiet(self) -> str:
@@ -883,6 +1033,11 @@ class DurableSubscription(Subscription):
                 if acks:
                     self._call(acks)
                 self._acks_sent()
+                left = self._held_now()
+                if left:  # read, never started (a deadline or an error ended the run): claimable now
+                    self._drop_held()
+                    self._call(self._release_commands(left))
+                    self.released += sum(len(v) for v in left.values())
                 if self._auto_consumer and self._keys:
                     pend = self._call(
                         [(b"XPENDING", k, self._group_b, b"-", b"+", 1, self._consumer_b) for k in self._keys]
@@ -913,8 +1068,9 @@ class BroadcastSubscription(Subscription):
         *,
         block_ms: int,
         on_error: ErrorHandler | None,
+        on_poison: PoisonHandler | None = None,
     ) -> None:
-        super().__init__(handler, types=types, group=None, consumer=None, on_error=on_error)
+        super().__init__(handler, types=types, group=None, consumer=None, on_error=on_error, on_poison=on_poison)
         self._bus = bus
         self.block_ms = max(1, int(block_ms))
         self._wanted = frozenset(types) if types is not None else None
@@ -967,8 +1123,11 @@ class BroadcastSubscription(Subscription):
     def _on_message(self, data: bytes) -> None:
         try:
             event = _event(data)
-        except (ValueError, TypeError, AttributeError) as exc:
-            self._report(exc, None, Delivery(1, "broadcast"))
+        except Exception as exc:  # noqa: BLE001 - any decode failure (RecursionError, MemoryError...)
+            try:
+                self._poisoned(data if isinstance(data, bytes) else str(data).encode(), exc, Delivery(1, "broadcast"))
+            except Exception as hook_exc:  # noqa: BLE001 - nothing to redeliver on pub/sub
+                log.error("%s: could not set aside an unusable message: %s", self._where(), hook_exc)
             return
         if self._wanted is not None and event.type not in self._wanted:
             return

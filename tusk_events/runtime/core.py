@@ -17,7 +17,7 @@ inline by the ``sync`` services subscribed to its type.
 
 Idempotency, exactly: after a handler returns, ``tusk:dedup:<group>:<event id>`` is
 recorded on the bus's Redis — in durable mode by the bus, in one MULTI with the stream
-acknowledgement, for a whole batch at once; in sync and broadcast mode right after the
+acknowledgement, sent in the round trip that starts the next handler (or with the next read); in sync and broadcast mode right after the
 handler. An event whose record exists is acknowledged without running the handler. A worker that dies *after* the handler's effects and *before* that MULTI leaves
 the event pending: it is handled again. Effects made through ``publish`` stay exactly-once
 even then: events published while handling event E in service S get ids derived from
@@ -40,10 +40,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tusk_events.bus import ACK_ONLY, Bus, Delivery, connect, redis_client
+from tusk_events.bus.base import strict_json
 from tusk_events.config import TSK
 from tusk_events.contracts.model import Contracts
-from tusk_events.defaults import DEDUP_PREFIX, DEDUP_TTL_S, DLQ_CHANNEL
-from tusk_events.errors import ConfigError, FujsenError
+from tusk_events.defaults import (
+    DEDUP_PREFIX,
+    DEDUP_TTL_S,
+    DLQ_CHANNEL,
+    RUN_GRACE_S,
+    RUNTIME_CONSUMER_RESTARTS,
+    RUNTIME_RESTART_WINDOW_S,
+)
+from tusk_events.errors import BusError, ConfigError, FujsenError
 from tusk_events.events import Event, handling, new_event
 from tusk_events.fujsen.helpers import shared_store
 from tusk_events.runtime import signals
@@ -147,6 +155,7 @@ class Runtime:
         bus_url: str | None = None,
         store_url: str | None = None,
         consumer: str | None = None,
+        grace: float = RUN_GRACE_S,
     ) -> None:
         if not configs:
             raise ConfigError("the runtime needs at least one config")
@@ -182,6 +191,11 @@ class Runtime:
                     self._sync.setdefault(t, []).append(svc)
         self._subscriptions: list[Any] = []
         self._closed = False
+        self._stop = threading.Event()
+        self._abandoned = False
+        self.abandoned = 0
+        """Consumers that were still in a handler when the grace period of a stop ran out."""
+        self.grace = grace
 
     @classmethod
     def from_files(
@@ -207,8 +221,14 @@ class Runtime:
 
     def publish_event(self, event: Event, *, publisher: str | None = None) -> Event:
         self.contracts.check_outgoing(event)  # ContractError: nothing stored or sent
+        strict_json(event.to_dict(), event.type)  # PayloadError (NaN, Infinity...): nothing stored or sent
         self.store.append(event)
-        self.bus.publish_event(event)
+        try:
+            self.bus.publish_event(event)
+        except BusError as exc:
+            raise BusError(
+                f"event {event.type} {event.id} is in the event store but was not published to the bus: {exc}"
+            ) from exc
         signals.published.send(runtime=self, event=event, service=publisher)
         for svc in self._sync.get(event.type, ()):
             self.process(svc, event)
@@ -239,10 +259,11 @@ class Runtime:
                 self.summary.duplicates += 1
             return "duplicate"
         if delivery is not None and delivery.count > spec.retries + 1:
-            # delivered again and again without finishing: the worker dies on it
+            # durable: ``count`` is the number of times a handler was *started* on it (the bus
+            # counts attempts): started again and again, never finished: the worker dies on it
             self._dead_letter(
-                svc, event, f"delivered {delivery.count} times without completing (worker crashed?)",
-                "", delivery.count, None,
+                svc, event, f"started {delivery.count - 1} times without finishing (the worker died while handling it?)",
+                "", delivery.count - 1, None,
             )
             return "dead-lettered"
         reason = self.contracts.check_incoming(event)
@@ -259,6 +280,8 @@ class Runtime:
                 with handling(event):
                     svc.handler(event.to_dict())
             except FujsenError as err:
+                if self._abandoned:  # the run gave up waiting: neither retried nor dead-lettered
+                    raise Abandoned() from err
                 seconds = time.perf_counter() - t0
                 error = err
                 first_failed = first_failed or time.time()
@@ -290,19 +313,29 @@ class Runtime:
         signals.dead_lettered.send(runtime=self, service=svc.spec.name, event=event, reason=reason, attempts=attempts)
 
     def redrive(self, service: str, ids: Iterable[str] | None = None) -> int:
-        """Put dead-lettered events of ``service`` back: handled again, normally; returns how many."""
+        """Handle dead-lettered events of ``service`` again, here, by that service only; returns how many.
+
+        Each letter is taken off the queue first (XDEL: of two redrives at once only one gets
+        it) and then handled by this service's handler in this process, with its retries and
+        dead-lettering; no other service sees it again (nothing is published). Letters that
+        were not usable events (``raw``) stay: there is no event to handle.
+        """
         svc = self._service(service)
         letters = self.dlq.list(service)
         if ids is not None:
             wanted = set(ids)
             letters = [d for d in letters if d.id in wanted]
+        done = 0
         for letter in letters:
-            self.dlq.remove(service, [letter.id])
-            if svc.spec.delivery == "sync":
-                self.process(svc, letter.event)
-            else:
-                self.bus.publish_event(letter.event)
-        return len(letters)
+            if letter.raw is not None:
+                log.warning("dead letter %s of %s is not an event (%s): not redriven; inspect or purge it",
+                            letter.id, service, letter.reason)
+                continue
+            if not self.dlq.remove(service, [letter.id]):
+                continue  # another redrive took it
+            self.process(svc, letter.event)
+            done += 1
+        return done
 
     def _service(self, name: str) -> Service:
         for svc in self.services:
@@ -318,8 +351,9 @@ class Runtime:
             if svc.spec.delivery == "sync":
                 continue
             handler = self._bus_handler(svc)
+            poison = self._poison_handler(svc)
             if svc.spec.delivery == "broadcast":
-                sub = self.bus.subscribe(handler, list(svc.spec.types), mode="broadcast")
+                sub = self.bus.subscribe(handler, list(svc.spec.types), mode="broadcast", on_poison=poison)
                 sub.start()
                 self._subscriptions.append(sub)
                 continue
@@ -330,6 +364,10 @@ class Runtime:
                     dedup_ttl_s=DEDUP_TTL_S,
                     visibility_timeout_ms=int(svc.spec.visibility_timeout_s * 1000),
                     batch=svc.spec.batch,
+                    on_poison=poison,
+                    track_attempts=True,
+                    # a phantom first attempt cannot decide a dead letter unless retries is 0
+                    assume_first_started=svc.spec.retries >= 1,
                 )
                 self._subscriptions.append(sub)
 
@@ -340,6 +378,17 @@ class Runtime:
             return ACK_ONLY if self.process(svc, event, delivery) == "dead-lettered" else None
 
         return handle
+
+    def _poison_handler(self, svc: Service) -> Callable[[bytes, str, Delivery], None]:
+        def poison(raw: bytes, reason: str, delivery: Delivery) -> None:
+            type_name = delivery.type or "?"
+            self.dlq.add_raw(svc.spec.name, type_name, raw, reason=reason, message_id=delivery.message_id)
+            log.error("dead-lettered an unusable %s entry %s in %s (%d bytes): %s", type_name,
+                      delivery.message_id, svc.spec.name, len(raw), reason, extra={"service": svc.spec.name})
+            event = Event(type=type_name, payload=None, id=delivery.message_id or "?")
+            signals.dead_lettered.send(runtime=self, service=svc.spec.name, event=event, reason=reason, attempts=1)
+
+        return poison
 
     def run_startup(self) -> int:
         """Run every ``startup`` fujsen of the configs, in order; returns how many ran."""
@@ -352,22 +401,36 @@ class Runtime:
         return ran
 
     def run_until_idle(self, *, startup: bool = True, timeout: float | None = None) -> Summary:
-        """Start the services, run the startup fujsen, handle until every queue is drained."""
+        """Start the services, run the startup fujsen, handle until every queue is drained.
+
+        Ends early, after the events in hand, when :meth:`request_stop` is called (from a
+        signal handler or another thread). BusError when the bus cannot be reached.
+        """
+        self.bus.ping()  # BusError at once, rather than reconnecting forever
         self._subscribe_all()
         if startup:
             self.run_startup()
         deadline = None if timeout is None else time.monotonic() + timeout
         durable = [s for s in self._subscriptions if s.mode == "durable"]
         broadcast = [s for s in self._subscriptions if s.mode == "broadcast"]
+        restarts = _Restarts()
         quiet_passes = 0
-        while quiet_passes < 2:
+        while quiet_passes < 2 and not self._stop.is_set():
             moved = 0
             for sub in durable:
+                if self._stop.is_set():
+                    break
                 left = None if deadline is None else max(0.1, deadline - time.monotonic())
-                moved += sub.run_until_idle(timeout=left)
+                try:
+                    moved += sub.run_until_idle(timeout=left, stop_event=self._stop)
+                except BusError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a consumer loop that broke: run it again
+                    restarts.record(f"consumer {sub.consumer}", exc)
+                    moved += 1
             seen = sum(s.handled + s.failed for s in broadcast)
             if broadcast:
-                time.sleep(0.05)
+                self._stop.wait(0.05)
                 moved += sum(s.handled + s.failed for s in broadcast) - seen
             quiet_passes = quiet_passes + 1 if moved == 0 else 0
             if deadline is not None and time.monotonic() > deadline:
@@ -376,28 +439,66 @@ class Runtime:
         return self.summary
 
     def run(self, stop_event: threading.Event, *, startup: bool = True) -> Summary:
-        """Handle events until ``stop_event`` is set; then finish in-flight events and stop."""
+        """Handle events until ``stop_event`` is set; then finish in-flight events and stop.
+
+        A consumer thread that died (anything but a stop) is restarted and logged; when they
+        keep dying (``RUNTIME_CONSUMER_RESTARTS`` in ``RUNTIME_RESTART_WINDOW_S``) this raises
+        BusError, so the worker exits non-zero instead of running without them.
+        """
         self._subscribe_all()
         for sub in self._subscriptions:
             if sub.mode == "durable":
                 sub.start()
         if startup:
             self.run_startup()
-        stop_event.wait()
-        self.stop()
+        restarts = _Restarts()
+        try:
+            while not stop_event.wait(RUNTIME_WATCH_S) and not self._stop.is_set():
+                for sub in self._subscriptions:
+                    if not sub.alive and not self._stop.is_set() and not stop_event.is_set():
+                        restarts.record(f"{sub.mode} consumer {sub.consumer or ''}".rstrip(), sub.error)
+                        sub.start(wait=False)
+        finally:
+            self.stop(self.grace)
         return self.summary
 
-    def stop(self) -> None:
-        """Stop reading; in-flight handlers finish and are acknowledged."""
+    def request_stop(self) -> None:
+        """Stop reading new events, without waiting: in-flight handlers go on (see :meth:`stop`)."""
+        self._stop.set()
         for sub in self._subscriptions:
-            sub.stop()
+            sub.request_stop()
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop reading; wait up to ``grace`` s for in-flight handlers, which are then acknowledged.
+
+        Returns False when handlers were still running at the end of the grace period: they
+        are *abandoned*, unacknowledged (redelivered after their visibility timeout), never
+        failed, retried or dead-lettered.
+        """
+        self.request_stop()
+        end = time.monotonic() + (self.grace if grace is None else grace)
+        running = [s for s in self._subscriptions if s.running]
+        for sub in running:
+            sub.wait_stopped(max(0.0, end - time.monotonic()))
+        still = [s for s in running if s.running]
+        if still:
+            self._abandoned = True
+            for sub in still:
+                sub.abandon()
+            log.warning("stopping: %d consumer(s) still handling an event after the %gs grace period; "
+                        "it is abandoned unacknowledged and will be delivered again",
+                        len(still), self.grace if grace is None else grace)
+            self.abandoned = len(still)
+            return False
         self._subscriptions.clear()
+        return True
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self.stop()
+        if not self._abandoned:
+            self.stop()
         for sig, receiver in self._receivers:
             sig.disconnect(receiver)
         self.bus.close()
@@ -407,6 +508,30 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+RUNTIME_WATCH_S = 0.2
+"""How often ``run`` checks that its consumer threads are alive."""
+
+
+class Abandoned(BaseException):
+    """Raised in a handler's thread when the run stopped waiting for it: not a failure to retry."""
+
+
+class _Restarts:
+    """Counts consumer restarts in a sliding window; raises BusError when there are too many."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def record(self, what: str, error: BaseException | None) -> None:
+        now = time.monotonic()
+        self.times = [t for t in self.times if now - t < RUNTIME_RESTART_WINDOW_S] + [now]
+        if len(self.times) > RUNTIME_CONSUMER_RESTARTS:
+            raise BusError(f"{what} keeps dying ({len(self.times)} times in {RUNTIME_RESTART_WINDOW_S:g}s), "
+                           f"last: {error!r}; giving up")
+        log.error("%s died (%r); restarting it (%d in the last %gs)", what, error, len(self.times),
+                  RUNTIME_RESTART_WINDOW_S)
 
 
 def _backoff(spec: ServiceSpec, attempt: int) -> float:

@@ -1,7 +1,9 @@
 """Dead-letter queues: events a service could not handle, kept with why, until redriven or purged.
 
 One Redis stream per service on the config's bus (``tusk:dlq:<service>``), so entries
-survive the worker and every process of the service sees them. Each entry holds the
+survive the worker and every process of the service sees them. An entry that was not a
+usable event (not JSON, not an envelope, too deep to decode) is kept as its raw bytes
+(``raw``), with the reason; it cannot be redriven, only inspected and purged. Each entry holds the
 original event, the reason, the fujsen traceback (with its ``.tsk`` line), the number of
 attempts and when they failed. Adding an entry also announces it on the docs'
 ``dlq_channel`` in the shape of the docs' ``publish_dlq`` (``original_event``, ``reason``,
@@ -38,9 +40,12 @@ class DeadLetter:
     attempts: int
     first_failed_at: float
     last_failed_at: float
+    raw: bytes | None = None
+    """The stream entry's bytes when it was not a usable event (``event`` then only names its type)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        extra = {} if self.raw is None else {"raw": self.raw.decode("utf-8", "replace")}
+        return {**extra,
             "id": self.id,
             "service": self.service,
             "event": self.event.to_dict(),
@@ -100,6 +105,28 @@ class DeadLetterQueue:
         entry_id, _ = pipe.execute()
         return _s(entry_id)
 
+    def add_raw(self, service: str, type: str, raw: bytes, *, reason: str, message_id: str | None = None) -> str:
+        """Keep an entry that is not a usable event, its bytes unchanged, with why."""
+        now = time.time()
+        fields: dict[str, Any] = {
+            "service": service,
+            "raw": raw,
+            "type": type,
+            "message_id": message_id or "",
+            "reason": reason,
+            "traceback": "",
+            "attempts": 1,
+            "first_failed_at": now,
+            "last_failed_at": now,
+        }
+        notice = {"original_event": None, "raw": raw.decode("utf-8", "replace")[:1000], "type": type,
+                  "reason": reason, "service": service, "attempts": 1, "timestamp": now}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.key(service), fields)
+        pipe.publish(self.channel, json.dumps(notice))
+        entry_id, _ = pipe.execute()
+        return _s(entry_id)
+
     def services(self) -> list[str]:
         """Services with a dead-letter stream (empty ones included)."""
         keys = self.client.scan_iter(match=self.prefix + "*", count=1000)
@@ -140,10 +167,17 @@ class DeadLetterQueue:
     @staticmethod
     def _entry(service: str, entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
         f = {_s(k): v for k, v in fields.items()}
+        raw = f.get("raw") if "event" not in f else None
+        if raw is not None:
+            raw = raw if isinstance(raw, bytes) else str(raw).encode()
+            event = Event(type=_s(f.get("type", "?")), payload=None, id=_s(f.get("message_id") or entry_id))
+        else:
+            event = Event.from_json(f["event"])
         return DeadLetter(
             id=_s(entry_id),
             service=service,
-            event=Event.from_json(f["event"]),
+            raw=raw,
+            event=event,
             reason=_s(f.get("reason", b"")),
             traceback=_s(f.get("traceback", b"")),
             attempts=int(f.get("attempts", 1)),

@@ -11,7 +11,7 @@ A section is a service when it has a ``subscribe`` key::
     timeout: 1.0                     # budget of one handler call (s)
     concurrency: 1                   # consumers of this service in each process
     visibility_timeout: 30           # durable: seconds before a dead consumer's events are claimed
-    batch: 100                       # durable: events read (and acknowledged) per round trip
+    batch: 100                       # durable: most events read per round trip (fewer when handlers are slow)
     handle_fujsen = '''
     def handle(event):
         publish("welcome_email_sent", {"user_id": event["payload"]["user_id"]})
