@@ -200,6 +200,10 @@ POSTGRES_POOL_MAX_SIZE = 10
 POSTGRES_FUJSEN_POOL_MAX_SIZE = 4
 """Most connections for fujsen SQL: a pool of its own, so fujsen cannot starve the store."""
 
+POSTGRES_UNIT_POOL_MAX_SIZE = 16
+"""Most connections held by handlings in progress (one per handler running SQL or committing):
+a pool of their own, so long handlers cannot starve the store."""
+
 POSTGRES_POOL_TIMEOUT_S = 30.0
 """How long a call waits for a free pooled connection before it fails."""
 

@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from itertools import starmap
 from typing import Any
 
@@ -45,6 +45,7 @@ from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
+from tusk_events.store.unit import Unit
 
 _DIGIT = "[0-9]"
 _SECOND_GLOB = f"{_DIGIT * 4}-{_DIGIT * 2}-{_DIGIT * 2} {_DIGIT * 2}:{_DIGIT * 2}:{_DIGIT * 2}"
@@ -67,6 +68,21 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX event_store_type_ts ON event_store (event_type, timestamp)",
         "CREATE INDEX event_store_type_id ON event_store (event_type, id)",
     ],
+    2: [
+        """CREATE TABLE tusk_tracking (
+            service TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (service, event_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE tusk_outbox (
+            seq INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            created REAL NOT NULL
+        )""",
+        "CREATE TABLE tusk_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, until REAL)",
+    ],
 }
 """Schema changes by version; each list runs in one transaction, in order."""
 
@@ -75,6 +91,24 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
 )
 _SELECT = f"SELECT {COLUMNS} FROM event_store"
+_E_COLUMNS = ", ".join(f"e.{c.strip()}" for c in COLUMNS.split(","))
+
+_CLAIM = (
+    "INSERT INTO tusk_tracking (service, event_id, outcome, at) VALUES (?, ?, 'handled', ?) "
+    "ON CONFLICT (service, event_id) DO UPDATE SET outcome = 'handled', at = excluded.at "
+    "WHERE tusk_tracking.outcome <> 'handled'"
+)
+_TRACK = (
+    "INSERT INTO tusk_tracking (service, event_id, outcome, at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (service, event_id) DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
+    "WHERE tusk_tracking.outcome <> 'handled'"
+)
+_OUTBOX_ADD = "INSERT INTO tusk_outbox (seq, event_id, created) VALUES (?, ?, ?)"
+_LEASE = (
+    "INSERT INTO tusk_meta (key, value, until) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, until = excluded.until "
+    "WHERE tusk_meta.value = excluded.value OR tusk_meta.until < ?"
+)
 
 # Replay finds the first matching id through a timestamp index (cost: the matching entries,
 # which replay reads anyway), then walks the primary key, or the (event_type, id) index, in id
@@ -171,14 +205,19 @@ def fujsen_verdict(action: int, arg1: str | None, arg2: str | None, db: str | No
 class _Guard:
     """Authorizer and progress handler of one fujsen connection; remembers why it refused."""
 
-    __slots__ = ("deadline", "expired", "reasons")
+    __slots__ = ("deadline", "expired", "reasons", "trusted")
 
     def __init__(self) -> None:
+        self.trusted = False
+        """Set while the store runs its own statements on this connection (a handling's
+        transaction: BEGIN, the tracking row, the outbox)."""
         self.reasons: list[str] = []
         self.deadline = math.inf
         self.expired = False
 
     def authorize(self, action: int, arg1: Any, arg2: Any, db: Any, trigger: Any) -> int:
+        if self.trusted:
+            return sqlite3.SQLITE_OK
         reason = fujsen_verdict(action, arg1, arg2, db)
         if reason is None:
             return sqlite3.SQLITE_OK
@@ -454,6 +493,112 @@ class SQLiteStore(EventStore):
     def get(self, event_id: str) -> StoredEvent | None:
         rows = self._execute(f"{_SELECT} WHERE event_id = ?", (event_id,))
         return StoredEvent(*rows[0]) if rows else None
+
+    # --- tracking, outbox, leases (see tusk_events.store.unit) ---------------------------
+
+    def unit(self, service: str, event_id: str) -> Unit:
+        from tusk_events.store.sqlite_unit import SQLiteUnit
+
+        return SQLiteUnit(self, service, event_id)
+
+    def _write(self, what: str, sql: str, params: tuple[Any, ...]) -> int:
+        with self._lock:
+            try:
+                return self._conn().execute(sql, params).rowcount
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot {what}: {e}") from e
+
+    def tracked(self, service: str, event_id: str) -> str | None:
+        rows = self._execute(
+            "SELECT outcome FROM tusk_tracking WHERE service = ? AND event_id = ?",
+            (service, event_id),
+        )
+        return rows[0][0] if rows else None
+
+    def track(self, service: str, event_id: str, outcome: str) -> bool:
+        return self._write("record a tracking row", _TRACK,
+                           (service, event_id, outcome, time.time())) == 1
+
+    def untrack(self, service: str, event_ids: Iterable[str]) -> int:
+        with self._lock:
+            try:
+                return max(0, self._conn().executemany(
+                    "DELETE FROM tusk_tracking WHERE service = ? AND event_id = ? "
+                    "AND outcome <> 'handled'",
+                    [(service, i) for i in event_ids],
+                ).rowcount)
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot forget tracking rows: {e}") from e
+
+    def append_outbox(self, event: Event) -> bool:
+        row = event_row(event)
+        with self._lock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = conn.execute(_INSERT, row)
+                    added = cur.rowcount == 1
+                    if added:
+                        conn.execute(_OUTBOX_ADD, (cur.lastrowid, event.id, time.time()))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot append event {event.id}: {e}") from e
+        return added
+
+    def outbox(self, older_than: float, limit: int) -> list[StoredEvent]:
+        rows = self._execute(
+            f"SELECT {_E_COLUMNS} FROM tusk_outbox o JOIN event_store e ON e.id = o.seq "
+            "WHERE o.created < ? ORDER BY o.seq LIMIT ?",
+            (older_than, limit),
+        )
+        return list(starmap(StoredEvent, rows))
+
+    def confirm(self, event_ids: Iterable[str]) -> int:
+        with self._lock:
+            try:
+                return max(0, self._conn().executemany(
+                    "DELETE FROM tusk_outbox WHERE event_id = ?", [(i,) for i in event_ids]
+                ).rowcount)
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot confirm outbox rows: {e}") from e
+
+    def outbox_count(self) -> int:
+        return self._execute("SELECT count(*) FROM tusk_outbox")[0][0]
+
+    def untracked(
+        self, service: str, types: Sequence[str], since: Any, after_id: int, limit: int
+    ) -> list[StoredEvent]:
+        if not types:
+            return []
+        marks = ", ".join("?" * len(types))
+        rows = self._execute(
+            f"SELECT {_E_COLUMNS} FROM event_store e WHERE e.event_type IN ({marks}) "
+            "AND e.timestamp > ? AND e.id > ? AND e.event_id IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM tusk_tracking t WHERE t.service = ? AND t.event_id = e.event_id) "
+            "ORDER BY e.id LIMIT ?",
+            (*types, timestamps.canonical(since), after_id, service, limit),
+        )
+        return list(starmap(StoredEvent, rows))
+
+    def lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:
+        return self._write("take a lease", _LEASE, (f"lease:{name}", owner, now + ttl_s, now)) == 1
+
+    def meta(self, key: str) -> str | None:
+        rows = self._execute("SELECT value FROM tusk_meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(
+            "write a store record",
+            "INSERT INTO tusk_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     # --- fujsen SQL ----------------------------------------------------------------------
 
