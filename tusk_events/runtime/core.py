@@ -43,12 +43,14 @@ from tusk_events.bus import ACK_ONLY, Bus, Delivery, connect, redis_client
 from tusk_events.config import TSK
 from tusk_events.contracts.model import Contracts
 from tusk_events.defaults import DEDUP_PREFIX, DEDUP_TTL_S, DLQ_CHANNEL
-from tusk_events.errors import ConfigError, FujsenError
+from tusk_events.errors import BusError, ConfigError, FujsenError, StoreError
 from tusk_events.events import Event, handling, new_event
 from tusk_events.fujsen.helpers import shared_store
 from tusk_events.runtime import signals
 from tusk_events.runtime.dlq import DeadLetterQueue
+from tusk_events.runtime.relay import Relay, Target
 from tusk_events.runtime.services import ServiceSpec, services
+from tusk_events.runtime.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ class Runtime:
         bus_url: str | None = None,
         store_url: str | None = None,
         consumer: str | None = None,
+        tracking: bool | None = None,
     ) -> None:
         if not configs:
             raise ConfigError("the runtime needs at least one config")
@@ -182,6 +185,30 @@ class Runtime:
                     self._sync.setdefault(t, []).append(svc)
         self._subscriptions: list[Any] = []
         self._closed = False
+        self._init_tracking(tracking)
+
+    def _init_tracking(self, tracking: bool | None) -> None:
+        """Exactly-once handling (tracking rows) and the relay; see runtime.tracking/.relay."""
+        from tusk_events.runtime.relay import redeliver_since
+
+        if tracking is None:
+            setting = _setting(self.configs, "tracking")
+            tracking = setting if isinstance(setting, bool) else True
+        self.tracking = Tracker(self.store, enabled=tracking, on_commit=self._committed)
+        self.relay = Relay(
+            self.store, self.bus, self.client, bus_url=self.bus_url, owner=self.consumer,
+            targets=[Target(s.spec.name, list(s.spec.types), s.spec.delivery == "sync")
+                     for s in self.services if s.spec.delivery != "broadcast"],
+            handle_sync=lambda name, event: self.process(self._service(name), event),
+            redeliver_since_s=redeliver_since(_setting(self.configs, "redeliver_since")),
+        )
+
+    def _committed(self, events: list[Event]) -> None:
+        """A tracked handling committed: send what it published, then run sync services."""
+        self.relay.send(events)
+        for event in events:
+            for svc in self._sync.get(event.type, ()):
+                self.process(svc, event)
 
     @classmethod
     def from_files(
@@ -196,10 +223,18 @@ class Runtime:
 
     # -- publishing ----------------------------------------------------------------------
 
-    def publish(self, type: str, payload: Any = None, *, metadata: Mapping[str, Any] | None = None) -> Event:
-        """Store, publish and (for sync services) handle a new event."""
+    def publish(
+        self, type: str, payload: Any = None, *, metadata: Mapping[str, Any] | None = None,
+        id: str | None = None,
+    ) -> Event:
+        """Store, publish and (for sync services) handle a new event.
+
+        With ``id`` (host code), publishing the same id again is a no-op: a safe retry.
+        """
         ctx = _context.get()
         event = new_event(type, payload, metadata)
+        if id is not None:
+            event.id = id
         if ctx is not None:
             event.id = ctx.next_id()
             event.metadata.setdefault("service", ctx.service)  # who published it: the trace's edge label
@@ -207,8 +242,16 @@ class Runtime:
 
     def publish_event(self, event: Event, *, publisher: str | None = None) -> Event:
         self.contracts.check_outgoing(event)  # ContractError: nothing stored or sent
-        self.store.append(event)
-        self.bus.publish_event(event)
+        if self.tracking.enabled:
+            if self.tracking.defer(event):  # a handler's publish: stored at its commit
+                signals.published.send(runtime=self, event=event, service=publisher)
+                return event
+            if not self.relay.store_event(event):  # stored before: a retry, nothing to do
+                return event
+            self.relay.send([event])  # the bus down: the relay sends it later
+        else:
+            self.store.append(event)
+            self.bus.publish_event(event)
         signals.published.send(runtime=self, event=event, service=publisher)
         for svc in self._sync.get(event.type, ()):
             self.process(svc, event)
@@ -233,8 +276,11 @@ class Runtime:
         """
         spec = svc.spec
         durable = delivery is not None and delivery.mode == "durable"
+        tracked = delivery is None or durable  # broadcast: every instance handles it
         dedup_key = f"{DEDUP_PREFIX}{spec.group}:{event.id}"
-        if not durable and self.client.exists(dedup_key):
+        if self.tracking.done(spec.name, event, tracked) or (
+            not durable and self.client.exists(dedup_key)
+        ):
             with self.summary.lock:
                 self.summary.duplicates += 1
             return "duplicate"
@@ -256,7 +302,7 @@ class Runtime:
             ctx = _context.set(_PublishContext(spec.name, event))
             t0 = time.perf_counter()
             try:
-                with handling(event):
+                with handling(event), self.tracking.attempt(spec.name, event, tracked) as done:
                     svc.handler(event.to_dict())
             except FujsenError as err:
                 seconds = time.perf_counter() - t0
@@ -270,6 +316,10 @@ class Runtime:
                 continue
             finally:
                 _context.reset(ctx)
+            if done.duplicate:  # another delivery committed this event first: nothing applied
+                with self.summary.lock:
+                    self.summary.duplicates += 1
+                return "duplicate"
             seconds = time.perf_counter() - t0
             if not durable:
                 self.client.set(dedup_key, 1, ex=DEDUP_TTL_S)
@@ -284,6 +334,7 @@ class Runtime:
     ) -> None:
         self.dlq.add(svc.spec.name, event, reason=reason, traceback=tb, attempts=attempts,
                      first_failed_at=first_failed)
+        self.tracking.dead_lettered(svc.spec.name, event)
         log.warning("dead-lettered %s %s in %s after %d attempts: %s",
                     event.type, event.id, svc.spec.name, attempts, reason,
                     extra={"event_id": event.id, "trace_id": event.trace_id, "service": svc.spec.name})
@@ -296,6 +347,7 @@ class Runtime:
         if ids is not None:
             wanted = set(ids)
             letters = [d for d in letters if d.id in wanted]
+        self.tracking.forget(service, [d.event.id for d in letters])
         for letter in letters:
             self.dlq.remove(service, [letter.id])
             if svc.spec.delivery == "sync":
@@ -353,6 +405,7 @@ class Runtime:
 
     def run_until_idle(self, *, startup: bool = True, timeout: float | None = None) -> Summary:
         """Start the services, run the startup fujsen, handle until every queue is drained."""
+        self._relay_pass()
         self._subscribe_all()
         if startup:
             self.run_startup()
@@ -377,6 +430,9 @@ class Runtime:
 
     def run(self, stop_event: threading.Event, *, startup: bool = True) -> Summary:
         """Handle events until ``stop_event`` is set; then finish in-flight events and stop."""
+        self._relay_pass()
+        if self.tracking.enabled:
+            self.relay.start()
         self._subscribe_all()
         for sub in self._subscriptions:
             if sub.mode == "durable":
@@ -392,6 +448,15 @@ class Runtime:
         for sub in self._subscriptions:
             sub.stop()
         self._subscriptions.clear()
+        self.relay.stop()
+
+    def _relay_pass(self) -> None:
+        """Before handling: send what the outbox holds, re-deliver what the bus lost."""
+        if self.tracking.enabled:
+            try:
+                self.relay.tick()
+            except (BusError, StoreError) as e:  # the background pass retries
+                log.warning("relay pass failed: %s", e)
 
     def close(self) -> None:
         if self._closed:

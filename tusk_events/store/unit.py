@@ -17,6 +17,7 @@ the same lock order (tracking row, then the store's write lock), so two units ca
 from __future__ import annotations
 
 import abc
+import contextvars
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,13 @@ HANDLED = "handled"
 DEAD = "dead-lettered"
 """Tracking outcome: the event went to the dead-letter queue; a redrive may handle it again,
 and the store re-delivery leaves it alone."""
+
+
+current_unit: contextvars.ContextVar[Unit | None] = contextvars.ContextVar(
+    "tusk_current_unit", default=None
+)
+"""The handling in progress in this thread: the fujsen helpers ``query``/``execute`` run their
+SQL in it (when it is on their store), the runtime's ``publish`` adds to it."""
 
 
 class Unit(abc.ABC):
@@ -84,7 +92,11 @@ class Unit(abc.ABC):
             raise StoreError(f"this handling's transaction was lost: {self.broken}")
 
     def _start(self) -> None:
-        self._begin()
+        try:
+            self._begin()
+        except StoreError as e:
+            self.broken = str(e)
+            raise
         self.began = True
 
     # --- the end -------------------------------------------------------------------------
@@ -132,4 +144,4 @@ class Unit(abc.ABC):
         """Append ``events`` with outbox rows and COMMIT, or ROLLBACK; release the connection."""
 
 
-__all__ = ["DEAD", "HANDLED", "Unit"]
+__all__ = ["DEAD", "HANDLED", "Unit", "current_unit"]

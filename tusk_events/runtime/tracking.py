@@ -1,0 +1,134 @@
+"""Exactly-once handling: each attempt of a handler is one store transaction with its tracking row.
+
+For every (service, event id) handled, the store gets a tracking row in the same transaction
+as everything the handler did through ``execute`` and ``publish`` (published events are
+appended there, each with an outbox row). The runtime commits, then acknowledges on the bus:
+
+- a crash before the commit loses the whole attempt (the bus delivers the event again);
+- a crash after the commit and before the ack: the next delivery finds the tracking row and
+  is acknowledged without running the handler;
+- two deliveries running at once (a claim after a visibility timeout): the second one's first
+  SQL statement, or its commit, waits for the first and then finds the row; its work is rolled
+  back.
+
+After the commit the events the handler published are put on the bus and given to the ``sync``
+services (by the relay, :mod:`tusk_events.runtime.relay`); a crash in between leaves them in
+the outbox, and the relay sends them later. Effects through the ``redis`` helper are outside
+the transaction: they stay at least once.
+
+Broadcast delivery is not tracked (every runtime instance handles a broadcast, by design).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tusk_events.errors import StoreError
+from tusk_events.events import Event
+from tusk_events.store import EventStore
+from tusk_events.store.unit import DEAD, HANDLED, Unit, current_unit
+
+log = logging.getLogger(__name__)
+
+
+class Attempt:
+    """What one tracked attempt came to: ``duplicate`` when another handling had committed."""
+
+    __slots__ = ("duplicate", "unit")
+
+    def __init__(self, unit: Unit | None) -> None:
+        self.unit = unit
+        self.duplicate = False
+
+
+class Tracker:
+    """Tracking for one runtime; ``enabled=False`` gives the untracked path (at least once)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        enabled: bool = True,
+        on_commit: Callable[[list[Event]], Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.enabled = enabled
+        self.on_commit = on_commit
+        """Called with the events a committed attempt published (the relay sends them)."""
+
+    def done(self, service: str, event: Event, tracked: bool = True) -> bool:
+        """True when ``service`` has handled ``event`` (its tracking row says so)."""
+        if not (self.enabled and tracked):
+            return False
+        return self.store.tracked(service, event.id) == HANDLED
+
+    @contextmanager
+    def attempt(self, service: str, event: Event, tracked: bool = True) -> Iterator[Attempt]:
+        """One run of the handler: commit on success, roll back on failure.
+
+        A failure after the store connection was lost is raised as :class:`StoreError` (the
+        event stays unacknowledged and is delivered again), not as the handler's failure.
+        """
+        if not (self.enabled and tracked):
+            yield Attempt(None)
+            return
+        unit = self.store.unit(service, event.id)
+        result = Attempt(unit)
+        token = current_unit.set(unit)
+        reset = False
+        try:
+            yield result
+        except BaseException as exc:
+            current_unit.reset(token)
+            reset = True
+            _rollback(unit)
+            if unit.duplicate:
+                result.duplicate = True
+                return
+            if unit.broken is not None:
+                raise StoreError(
+                    f"the event store failed while {service} handled {event.id}: {unit.broken}"
+                ) from exc
+            raise
+        finally:
+            if not reset:
+                current_unit.reset(token)
+        if not unit.commit():
+            result.duplicate = True
+            return
+        if unit.events and self.on_commit is not None:
+            self.on_commit(unit.events)
+
+    def defer(self, event: Event) -> bool:
+        """Keep an event a handler publishes for its attempt's commit; False outside one."""
+        unit = current_unit.get()
+        if unit is None or unit.store is not self.store:
+            return False
+        unit.add(event)
+        return True
+
+    def dead_lettered(self, service: str, event: Event) -> None:
+        """Record that the event went to the DLQ: the store re-delivery then leaves it alone."""
+        if self.enabled:
+            try:
+                self.store.track(service, event.id, DEAD)
+            except StoreError as e:  # the DLQ entry exists; this only saves a re-delivery
+                log.warning("cannot record dead-lettered %s for %s: %s", event.id, service, e)
+
+    def forget(self, service: str, event_ids: Iterable[str]) -> None:
+        """Before a redrive: the dead-lettered events may be handled again."""
+        if self.enabled:
+            self.store.untrack(service, list(event_ids))
+
+
+def _rollback(unit: Unit) -> None:
+    try:
+        unit.rollback()
+    except StoreError as e:
+        unit.broken = unit.broken or str(e)
+
+
+__all__ = ["Attempt", "Tracker"]
