@@ -196,7 +196,8 @@ class Runtime:
             tracking = setting if isinstance(setting, bool) else True
         self.tracking = Tracker(self.store, enabled=tracking, on_commit=self._committed)
         self.relay = Relay(
-            self.store, self.bus, self.client, bus_url=self.bus_url, owner=self.consumer,
+            self.store, self.bus, self.client, bus_url=self.bus_url,
+            owner=f"{self.consumer}/{uuid.uuid4().hex[:8]}",
             targets=[Target(s.spec.name, list(s.spec.types), s.spec.delivery == "sync")
                      for s in self.services if s.spec.delivery != "broadcast"],
             handle_sync=lambda name, event: self.process(self._service(name), event),

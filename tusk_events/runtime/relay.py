@@ -122,6 +122,7 @@ class Relay:
         self._pass_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._leased = False
 
     # --- sending -------------------------------------------------------------------------
 
@@ -178,6 +179,7 @@ class Relay:
             now = time.time() if now is None else now
             if not self.store.lease("relay", self.owner, RELAY_LEASE_S, now):
                 return False
+            self._leased = True
             self.flush()
             self._send_outbox(now)
             self._watch_bus()
@@ -277,6 +279,12 @@ class Relay:
             self._stop.set()
             thread.join()
         self.flush()
+        if self._leased:  # hand the outbox over at once rather than after RELAY_LEASE_S
+            self._leased = False
+            try:
+                self.store.lease("relay", self.owner, 0.0, 0.0)
+            except StoreError as e:
+                log.debug("cannot release the relay lease: %s", e)
 
 
 __all__ = ["Relay", "RelayReport", "Target", "redeliver_since"]
