@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,20 +94,18 @@ class PrivatePostgres:
         if not _port_free(port):
             pytest.fail(f"port {port} is taken: a private PostgreSQL of an earlier run still up?")
         self.port = port
-        self.dir = workdir / "pg"
-        self.dir.mkdir()
+        # its own directory under /tmp: pytest's tmp_path is not reachable for another user
+        self.dir = Path(tempfile.mkdtemp(prefix="tusk-pg-"))
         self.data = self.dir / "data"
         self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         self.proc: subprocess.Popen[bytes] | None = None
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
-            os.chmod(workdir, 0o755)
         subprocess.run(
             [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
              "--auth=trust", "--no-sync", "-E", "UTF8"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
-            preexec_fn=self._drop,
+            check=True, capture_output=True, timeout=120, preexec_fn=self._drop,
         )
 
     def _drop(self) -> None:
@@ -148,3 +147,8 @@ class PrivatePostgres:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def remove(self) -> None:
+        """Stop the server and delete its cluster."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

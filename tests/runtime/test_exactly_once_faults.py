@@ -239,7 +239,7 @@ def test_postgres_restarted_mid_run(config: Path, tmp_path: Path) -> None:
             assert rt.summary.dead_lettered == 0
         check_exactly_once(store_url, ids)
     finally:
-        pg.stop()
+        pg.remove()
 
 
 @pytest.mark.timeout(60)
