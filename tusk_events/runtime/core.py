@@ -203,6 +203,7 @@ class Runtime:
             handle_sync=lambda name, event: self.process(self._service(name), event),
             redeliver_since_s=redeliver_since(_setting(self.configs, "redeliver_since")),
         )
+        self.relay.before_pass = self.tracking.flush
 
     def _committed(self, events: list[Event]) -> None:
         """A tracked handling committed: send what it published, then run sync services."""
@@ -279,7 +280,10 @@ class Runtime:
         durable = delivery is not None and delivery.mode == "durable"
         tracked = delivery is None or durable  # broadcast: every instance handles it
         dedup_key = f"{DEDUP_PREFIX}{spec.group}:{event.id}"
-        if self.tracking.done(spec.name, event, tracked) or (
+        # a first durable delivery was never handled here, or the bus's record would have
+        # stopped it; a repeat (count > 1) may follow a crash between commit and ack
+        recheck = delivery is None or delivery.count > 1
+        if self.tracking.done(spec.name, event, tracked and recheck) or (
             not durable and self.client.exists(dedup_key)
         ):
             with self.summary.lock:

@@ -123,6 +123,8 @@ class Relay:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._leased = False
+        self.before_pass: Callable[[], Any] | None = None
+        """Run first in each pass and at stop (the tracker's batched rows)."""
 
     # --- sending -------------------------------------------------------------------------
 
@@ -176,6 +178,8 @@ class Relay:
     def tick(self, now: float | None = None) -> bool:
         """One relay pass; False when another runtime holds the lease (nothing done)."""
         with self._pass_lock:
+            if self.before_pass is not None:
+                self.before_pass()
             now = time.time() if now is None else now
             if not self.store.lease("relay", self.owner, RELAY_LEASE_S, now):
                 return False
@@ -278,6 +282,8 @@ class Relay:
         if thread is not None:
             self._stop.set()
             thread.join()
+        if self.before_pass is not None:
+            self.before_pass()
         self.flush()
         if self._leased:  # hand the outbox over at once rather than after RELAY_LEASE_S
             self._leased = False

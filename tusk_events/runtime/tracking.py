@@ -16,16 +16,25 @@ services (by the relay, :mod:`tusk_events.runtime.relay`); a crash in between le
 the outbox, and the relay sends them later. Effects through the ``redis`` helper are outside
 the transaction: they stay at least once.
 
+A handling that changed nothing in the store (no SQL, nothing published) has no effects to
+make exactly once; its tracking row only spares a re-run. Those rows are written in batches
+(``TRACKING_BATCH`` rows or ``TRACKING_FLUSH_S``, and at each relay pass and at stop), so such
+handlers do not pay a commit each. A crash can lose the last batch: the bus's own record still
+stops a second run, unless the bus lost its data too; then the handler runs again, and only
+its ``redis`` effects (at least once anyway) repeat.
+
 Broadcast delivery is not tracked (every runtime instance handles a broadcast, by design).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tusk_events.defaults import TRACKING_BATCH, TRACKING_FLUSH_S
 from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import EventStore
@@ -58,11 +67,18 @@ class Tracker:
         self.enabled = enabled
         self.on_commit = on_commit
         """Called with the events a committed attempt published (the relay sends them)."""
+        self._pure: dict[tuple[str, str], None] = {}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def done(self, service: str, event: Event, tracked: bool = True) -> bool:
         """True when ``service`` has handled ``event`` (its tracking row says so)."""
         if not (self.enabled and tracked):
             return False
+        if (service, event.id) in self._pure:
+            return True
         return self.store.tracked(service, event.id) == HANDLED
 
     @contextmanager
@@ -96,11 +112,53 @@ class Tracker:
         finally:
             if not reset:
                 current_unit.reset(token)
+        if not unit.began and not unit.events:  # nothing to commit but the tracking row
+            unit.rollback()
+            self._pure_done(service, event.id)
+            return
         if not unit.commit():
             result.duplicate = True
             return
         if unit.events and self.on_commit is not None:
             self.on_commit(unit.events)
+
+    def _pure_done(self, service: str, event_id: str) -> None:
+        with self._lock:
+            self._pure[(service, event_id)] = None
+            if self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name="tusk-tracking", daemon=True
+                )
+                self._flusher.start()
+            if len(self._pure) >= TRACKING_BATCH:
+                self._wake.set()
+
+    def _flush_loop(self) -> None:
+        """Write batched rows off the handling threads (a commit is slow; handlers need not wait)."""
+        while True:
+            self._wake.wait(TRACKING_FLUSH_S)
+            self._wake.clear()
+            self.flush()
+            with self._lock:
+                if not self._pure:
+                    self._flusher = None
+                    return
+
+    def flush(self) -> None:
+        """Write the batched tracking rows of handlings without store effects."""
+        with self._flush_lock:
+            with self._lock:
+                rows = list(self._pure)
+            if not rows:
+                return
+            try:
+                self.store.track_many(rows, HANDLED)
+            except StoreError as e:  # kept for the next flush
+                log.warning("cannot record %d tracking rows: %s", len(rows), e)
+                return
+            with self._lock:
+                for row in rows:
+                    self._pure.pop(row, None)
 
     def defer(self, event: Event) -> bool:
         """Keep an event a handler publishes for its attempt's commit; False outside one."""

@@ -389,6 +389,10 @@ class EventStore(abc.ABC):
         'handled'. True when written."""
 
     @abc.abstractmethod
+    def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
+        """Record (service, event id) rows in one transaction (like :meth:`track`)."""
+
+    @abc.abstractmethod
     def untrack(self, service: str, event_ids: Iterable[str]) -> int:
         """Forget non-'handled' outcomes (a redrive); returns how many rows went."""
 

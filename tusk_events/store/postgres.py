@@ -583,6 +583,15 @@ class PostgresStore(EventStore):
                           (service, event_id, outcome, time.time()))
         return bool(cur.rowcount == 1)
 
+    def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
+        now = time.time()
+        values = [(service, event_id, outcome, now) for service, event_id in rows]
+        try:
+            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany(self._sql["track"], values)
+        except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
+            raise self._error("cannot record tracking rows", e) from e
+
     def untrack(self, service: str, event_ids: Iterable[str]) -> int:
         cur = self._write("forget tracking rows", self._sql["untrack"], (service, list(event_ids)))
         return max(0, cur.rowcount)

@@ -519,6 +519,23 @@ class SQLiteStore(EventStore):
         return self._write("record a tracking row", _TRACK,
                            (service, event_id, outcome, time.time())) == 1
 
+    def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
+        now = time.time()
+        values = [(service, event_id, outcome, now) for service, event_id in rows]
+        with self._lock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_TRACK, values)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot record tracking rows: {e}") from e
+
     def untrack(self, service: str, event_ids: Iterable[str]) -> int:
         with self._lock:
             try:
