@@ -22,7 +22,9 @@ handler. An event whose record exists is acknowledged without running the handle
 the event pending: it is handled again. Effects made through ``publish`` stay exactly-once
 even then: events published while handling event E in service S get ids derived from
 (E, S, n), so the second run publishes the same ids, which the store and every consumer
-deduplicate. Effects made through ``execute`` or ``redis`` in that window are at least once.
+deduplicate. Effects made through ``execute`` or ``redis`` in that window are at least once
+without tracking; with it (the default, :mod:`tusk_events.runtime.tracking`), ``execute`` and
+``publish`` effects commit with a tracking row in one store transaction: exactly once.
 """
 
 from __future__ import annotations

@@ -28,10 +28,10 @@ Broadcast delivery is not tracked (every runtime instance handles a broadcast, b
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tusk_events.defaults import TRACKING_BATCH, TRACKING_FLUSH_S
@@ -44,13 +44,55 @@ log = logging.getLogger(__name__)
 
 
 class Attempt:
-    """What one tracked attempt came to: ``duplicate`` when another handling had committed."""
+    """One run of a handler (a context manager): commit on success, roll back on failure.
 
-    __slots__ = ("duplicate", "unit")
+    ``duplicate`` is True afterwards when another handling had committed the event. A failure
+    after the store connection was lost is raised as :class:`StoreError` (the event stays
+    unacknowledged and is delivered again), not as the handler's failure. A class rather than
+    a generator: it runs once per event.
+    """
 
-    def __init__(self, unit: Unit | None) -> None:
-        self.unit = unit
+    __slots__ = ("duplicate", "event_id", "service", "token", "tracker", "unit")
+
+    def __init__(self, tracker: Tracker | None, service: str = "", event_id: str = "") -> None:
+        self.tracker = tracker
+        self.service = service
+        self.event_id = event_id
+        self.unit: Unit | None = None
+        self.token: contextvars.Token[Unit | None] | None = None
         self.duplicate = False
+
+    def __enter__(self) -> Attempt:
+        if self.tracker is not None:
+            self.unit = unit = self.tracker.store.unit(self.service, self.event_id)
+            self.token = current_unit.set(unit)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        unit, tracker = self.unit, self.tracker
+        if unit is None or tracker is None:
+            return False
+        assert self.token is not None
+        current_unit.reset(self.token)
+        if exc is not None:
+            _rollback(unit)
+            if unit.duplicate:
+                self.duplicate = True
+                return True
+            if unit.broken is not None:
+                raise StoreError(
+                    f"the event store failed while {self.service} handled {self.event_id}: "
+                    f"{unit.broken}"
+                ) from exc
+            return False
+        if not unit.began and not unit.events:  # nothing to commit but the tracking row
+            unit.closed = True
+            tracker._pure_done(self.service, self.event_id)
+        elif not unit.commit():
+            self.duplicate = True
+        elif unit.events and tracker.on_commit is not None:
+            tracker.on_commit(unit.events)
+        return False
 
 
 class Tracker:
@@ -81,51 +123,16 @@ class Tracker:
             return True
         return self.store.tracked(service, event.id) == HANDLED
 
-    @contextmanager
-    def attempt(self, service: str, event: Event, tracked: bool = True) -> Iterator[Attempt]:
-        """One run of the handler: commit on success, roll back on failure.
-
-        A failure after the store connection was lost is raised as :class:`StoreError` (the
-        event stays unacknowledged and is delivered again), not as the handler's failure.
-        """
+    def attempt(self, service: str, event: Event, tracked: bool = True) -> Attempt:
+        """The context of one run of the handler (see :class:`Attempt`)."""
         if not (self.enabled and tracked):
-            yield Attempt(None)
-            return
-        unit = self.store.unit(service, event.id)
-        result = Attempt(unit)
-        token = current_unit.set(unit)
-        reset = False
-        try:
-            yield result
-        except BaseException as exc:
-            current_unit.reset(token)
-            reset = True
-            _rollback(unit)
-            if unit.duplicate:
-                result.duplicate = True
-                return
-            if unit.broken is not None:
-                raise StoreError(
-                    f"the event store failed while {service} handled {event.id}: {unit.broken}"
-                ) from exc
-            raise
-        finally:
-            if not reset:
-                current_unit.reset(token)
-        if not unit.began and not unit.events:  # nothing to commit but the tracking row
-            unit.rollback()
-            self._pure_done(service, event.id)
-            return
-        if not unit.commit():
-            result.duplicate = True
-            return
-        if unit.events and self.on_commit is not None:
-            self.on_commit(unit.events)
+            return Attempt(None)
+        return Attempt(self, service, event.id)
 
     def _pure_done(self, service: str, event_id: str) -> None:
         with self._lock:
             self._pure[(service, event_id)] = None
-            if self._flusher is None or not self._flusher.is_alive():
+            if self._flusher is None:
                 self._flusher = threading.Thread(
                     target=self._flush_loop, name="tusk-tracking", daemon=True
                 )

@@ -53,6 +53,7 @@ from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
+from tusk_events.store.postgres_unit import PostgresUnit
 from tusk_events.store.timestamps import CANONICAL_PATTERN
 from tusk_events.store.unit import Unit
 
@@ -551,8 +552,6 @@ class PostgresStore(EventStore):
     # --- tracking, outbox, leases (see tusk_events.store.unit) ---------------------------
 
     def unit(self, service: str, event_id: str) -> Unit:
-        from tusk_events.store.postgres_unit import PostgresUnit
-
         return PostgresUnit(self, service, event_id)
 
     def _unit_connection(self) -> Any:

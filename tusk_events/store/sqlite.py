@@ -45,6 +45,7 @@ from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
+from tusk_events.store.sqlite_unit import SQLiteUnit
 from tusk_events.store.unit import Unit
 
 _DIGIT = "[0-9]"
@@ -497,8 +498,6 @@ class SQLiteStore(EventStore):
     # --- tracking, outbox, leases (see tusk_events.store.unit) ---------------------------
 
     def unit(self, service: str, event_id: str) -> Unit:
-        from tusk_events.store.sqlite_unit import SQLiteUnit
-
         return SQLiteUnit(self, service, event_id)
 
     def _write(self, what: str, sql: str, params: tuple[Any, ...]) -> int:
