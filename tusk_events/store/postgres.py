@@ -55,7 +55,7 @@ from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
 from tusk_events.store.postgres_unit import PostgresUnit
 from tusk_events.store.timestamps import CANONICAL_PATTERN
-from tusk_events.store.unit import Unit
+from tusk_events.store.unit import HANDLED, Unit
 
 log = logging.getLogger(__name__)
 
@@ -566,10 +566,17 @@ class PostgresStore(EventStore):
                 )
         return self._unit_pool
 
-    def _write(self, what: str, sql: str, params: Any) -> Any:
+    def _write(self, what: str, sql: str, params: Any, *, lazy: bool = False) -> Any:
+        """One statement; ``lazy`` ones (leases, confirmations, batched tracking rows: records
+        whose loss in a server crash costs a repeat, never an effect) do not wait for the WAL
+        flush (``synchronous_commit = off``)."""
         try:
             with self._connection() as conn:
-                return conn.execute(sql, params)
+                if not lazy:
+                    return conn.execute(sql, params)
+                with conn.transaction():
+                    conn.execute("SET LOCAL synchronous_commit = off")
+                    return conn.execute(sql, params)
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error(f"cannot {what}", e) from e
 
@@ -587,6 +594,8 @@ class PostgresStore(EventStore):
         values = [(service, event_id, outcome, now) for service, event_id in rows]
         try:
             with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                if outcome == HANDLED:  # batched rows of handlings without store effects
+                    cur.execute("SET LOCAL synchronous_commit = off")
                 cur.executemany(self._sql["track"], values)
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error("cannot record tracking rows", e) from e
@@ -610,7 +619,8 @@ class PostgresStore(EventStore):
         ids = list(event_ids)
         if not ids:
             return 0
-        return max(0, self._write("confirm outbox rows", self._sql["confirm"], (ids,)).rowcount)
+        cur = self._write("confirm outbox rows", self._sql["confirm"], (ids,), lazy=True)
+        return max(0, cur.rowcount)
 
     def outbox_count(self) -> int:
         return int(self._fetch(self._sql["outbox_count"])[0][0])
@@ -625,7 +635,7 @@ class PostgresStore(EventStore):
 
     def lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:
         cur = self._write("take a lease", self._sql["lease"],
-                          (f"lease:{name}", owner, now + ttl_s, now))
+                          (f"lease:{name}", owner, now + ttl_s, now), lazy=True)
         return bool(cur.rowcount == 1)
 
     def meta(self, key: str) -> str | None:
@@ -633,7 +643,7 @@ class PostgresStore(EventStore):
         return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self._write("write a store record", self._sql["set_meta"], (key, value))
+        self._write("write a store record", self._sql["set_meta"], (key, value), lazy=True)
 
     # --- fujsen SQL ------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
 from tusk_events.store.sqlite_unit import SQLiteUnit
-from tusk_events.store.unit import Unit
+from tusk_events.store.unit import HANDLED, Unit
 
 _DIGIT = "[0-9]"
 _SECOND_GLOB = f"{_DIGIT * 4}-{_DIGIT * 2}-{_DIGIT * 2} {_DIGIT * 2}:{_DIGIT * 2}:{_DIGIT * 2}"
@@ -500,12 +500,27 @@ class SQLiteStore(EventStore):
     def unit(self, service: str, event_id: str) -> Unit:
         return SQLiteUnit(self, service, event_id)
 
-    def _write(self, what: str, sql: str, params: tuple[Any, ...]) -> int:
+    def _write(self, what: str, sql: str, params: tuple[Any, ...], *, lazy: bool = False) -> int:
+        """One statement; ``lazy`` ones (leases, records whose loss in a crash costs a repeat,
+        never an effect) commit without an fsync of their own (``synchronous = NORMAL``)."""
         with self._lock:
             try:
-                return self._conn().execute(sql, params).rowcount
+                with self._lazy(lazy) as conn:
+                    return conn.execute(sql, params).rowcount
             except sqlite3.Error as e:
                 raise StoreError(f"cannot {what}: {e}") from e
+
+    @contextlib.contextmanager
+    def _lazy(self, lazy: bool) -> Generator[sqlite3.Connection, None, None]:
+        conn = self._conn()
+        if not lazy or self._synchronous in ("OFF", "NORMAL") or self.memory:
+            yield conn
+            return
+        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield conn
+        finally:
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
 
     def tracked(self, service: str, event_id: str) -> str | None:
         rows = self._execute(
@@ -521,8 +536,7 @@ class SQLiteStore(EventStore):
     def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
         now = time.time()
         values = [(service, event_id, outcome, now) for service, event_id in rows]
-        with self._lock:
-            conn = self._conn()
+        with self._lock, self._lazy(outcome == HANDLED) as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -577,9 +591,10 @@ class SQLiteStore(EventStore):
     def confirm(self, event_ids: Iterable[str]) -> int:
         with self._lock:
             try:
-                return max(0, self._conn().executemany(
-                    "DELETE FROM tusk_outbox WHERE event_id = ?", [(i,) for i in event_ids]
-                ).rowcount)
+                with self._lazy(True) as conn:
+                    return max(0, conn.executemany(
+                        "DELETE FROM tusk_outbox WHERE event_id = ?", [(i,) for i in event_ids]
+                    ).rowcount)
             except sqlite3.Error as e:
                 raise StoreError(f"cannot confirm outbox rows: {e}") from e
 
@@ -602,7 +617,9 @@ class SQLiteStore(EventStore):
         return list(starmap(StoredEvent, rows))
 
     def lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:
-        return self._write("take a lease", _LEASE, (f"lease:{name}", owner, now + ttl_s, now)) == 1
+        return self._write(
+            "take a lease", _LEASE, (f"lease:{name}", owner, now + ttl_s, now), lazy=True
+        ) == 1
 
     def meta(self, key: str) -> str | None:
         rows = self._execute("SELECT value FROM tusk_meta WHERE key = ?", (key,))
@@ -614,6 +631,7 @@ class SQLiteStore(EventStore):
             "INSERT INTO tusk_meta (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
+            lazy=True,
         )
 
     # --- fujsen SQL ----------------------------------------------------------------------
