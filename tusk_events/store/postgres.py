@@ -300,6 +300,14 @@ class PostgresStore(EventStore):
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
             ),
+            "track_many": (
+                f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
+                "SELECT u.service, u.event_id, %s, %s "
+                "FROM unnest(%s::text[], %s::text[]) AS u(service, event_id) "
+                "ON CONFLICT (service, event_id) "
+                "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
+                "WHERE t.outcome <> 'handled'"
+            ),
             "tracked": (
                 f"SELECT outcome FROM {s}.tusk_tracking WHERE service = %s AND event_id = %s"
             ),
@@ -590,13 +598,15 @@ class PostgresStore(EventStore):
         return bool(cur.rowcount == 1)
 
     def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
-        now = time.time()
-        values = [(service, event_id, outcome, now) for service, event_id in rows]
+        pairs = list(rows)
+        if not pairs:
+            return
+        services, ids = (list(c) for c in zip(*pairs))
         try:
-            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with self._connection() as conn, conn.transaction():
                 if outcome == HANDLED:  # batched rows of handlings without store effects
-                    cur.execute("SET LOCAL synchronous_commit = off")
-                cur.executemany(self._sql["track"], values)
+                    conn.execute("SET LOCAL synchronous_commit = off")
+                conn.execute(self._sql["track_many"], (outcome, time.time(), services, ids))
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error("cannot record tracking rows", e) from e
 
