@@ -45,6 +45,7 @@ from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
+from tusk_events.store.sqlite_sql import _INSERT, _LEASE, _OUTBOX_ADD, _TRACK
 from tusk_events.store.sqlite_unit import SQLiteUnit
 from tusk_events.store.unit import HANDLED, Unit
 
@@ -87,29 +88,9 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 """Schema changes by version; each list runs in one transaction, in order."""
 
-_INSERT = (
-    "INSERT INTO event_store (event_id, event_type, payload, metadata, timestamp) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
-)
 _SELECT = f"SELECT {COLUMNS} FROM event_store"
 _E_COLUMNS = ", ".join(f"e.{c.strip()}" for c in COLUMNS.split(","))
 
-_CLAIM = (
-    "INSERT INTO tusk_tracking (service, event_id, outcome, at) VALUES (?, ?, 'handled', ?) "
-    "ON CONFLICT (service, event_id) DO UPDATE SET outcome = 'handled', at = excluded.at "
-    "WHERE tusk_tracking.outcome <> 'handled'"
-)
-_TRACK = (
-    "INSERT INTO tusk_tracking (service, event_id, outcome, at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (service, event_id) DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
-    "WHERE tusk_tracking.outcome <> 'handled'"
-)
-_OUTBOX_ADD = "INSERT INTO tusk_outbox (seq, event_id, created) VALUES (?, ?, ?)"
-_LEASE = (
-    "INSERT INTO tusk_meta (key, value, until) VALUES (?, ?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, until = excluded.until "
-    "WHERE tusk_meta.value = excluded.value OR tusk_meta.until < ?"
-)
 
 # Replay finds the first matching id through a timestamp index (cost: the matching entries,
 # which replay reads anyway), then walks the primary key, or the (event_type, id) index, in id

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tusk_events.errors import StoreError
 from tusk_events.store.base import event_row
+from tusk_events.store.sqlite_sql import _CLAIM, _INSERT, _OUTBOX_ADD
 from tusk_events.store.unit import Unit
 
 if TYPE_CHECKING:
@@ -41,8 +42,6 @@ class SQLiteUnit(Unit):
             held.guard.trusted = False
 
     def _begin(self) -> None:
-        from tusk_events.store.sqlite import _CLAIM
-
         store = self.store
         store._lock.__enter__()
         self._locked = True
@@ -69,8 +68,6 @@ class SQLiteUnit(Unit):
                 self.broken = "SQLite rolled the transaction back after an error"
 
     def _finish(self, *, commit: bool) -> None:
-        from tusk_events.store.sqlite import _INSERT, _OUTBOX_ADD
-
         try:
             if commit:
                 now = time.time()
