@@ -16,6 +16,11 @@ one you can lose).
 4. 100,000 events through a two-service config with 2 worker processes, one killed with
    SIGKILL midway and restarted: every event handled by each service, none lost, none left
    pending, and what the handlers published stored exactly once.
+4. Exactly-once tracking on against off (today's path), side by side on SQLite and on
+   PostgreSQL, for a handler without SQL and one that ``execute``s an INSERT and ``publish``es:
+
+       python benchmarks/runtime.py --skip throughput --skip latency --skip kill \
+           --postgres postgresql://postgres@127.0.0.1:5432/test
 
 Medians of several rounds; the machine is shared, so compare ratios, not absolute numbers.
 """
@@ -316,6 +321,89 @@ def bench_kill(url: str, n: int, tmp: Path) -> None:
           "(each handling also appends its effect event to SQLite, synchronous=normal)")
 
 
+EFFECTS_SERVICE = """
+[app]
+event_bus: @env("EVENT_BUS", "memory://")
+event_store: @env("EVENT_STORE", "sqlite:///bench.db")
+
+[worker]
+subscribe: "tick"
+retries: 3
+handle_fujsen = '''
+def handle(event):
+    execute("INSERT INTO event_store (event_type, payload) VALUES (?, ?)", "effect",
+            json.dumps({"n": event["payload"]["n"]}))
+    publish("tock", {"n": event["payload"]["n"]})
+'''
+"""
+
+
+def _pg_schema(pg_url: str) -> tuple[str, Any]:
+    """A fresh schema on PostgreSQL; returns its store URL and a function dropping it."""
+    import uuid
+
+    import psycopg
+
+    from tusk_events.store.postgres import fujsen_role_name
+
+    schema = "bench_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in pg_url else "?"
+
+    def drop() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            role = fujsen_role_name(conn.execute("SELECT current_database()").fetchone()[0], schema)
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(f'DROP OWNED BY "{role}"')
+                conn.execute(f'DROP ROLE "{role}"')
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    return f"{pg_url}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def tracked_run(url: str, n: int, store_url: str, config: str, tracking: bool) -> float:
+    """Events/s of run_until_idle on n pre-published events, tracking on or off."""
+    redis.Redis.from_url(url).flushdb()
+    cfg = TSK.from_string(config, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
+    with Runtime([cfg], tracking=tracking) as rt:
+        rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
+        t0 = time.perf_counter()
+        rt.run_until_idle(startup=False)
+        rate = n / (time.perf_counter() - t0)
+        assert rt.summary.handled == n, rt.summary.to_dict()
+    return rate
+
+
+def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None) -> None:
+    from tusk_events.fujsen import helpers
+
+    print(f"exactly-once tracking on vs off (today's path), one worker, {n:,} events on {url} "
+          f"({n // 10:,} for execute+publish, whose commits bound it), median events/s of "
+          f"{rounds} rounds, on/off alternating in the same process")
+    backends = [("sqlite", None)] + ([("postgresql", pg_url)] if pg_url else [])
+    for backend, base in backends:
+        for label, config in (("no SQL", ONE_SERVICE), ("execute+publish", EFFECTS_SERVICE)):
+            rates: dict[bool, list[float]] = {False: [], True: []}
+            for r in range(rounds):
+                for tracking in (False, True):
+                    if base is None:
+                        store_url, drop = f"sqlite:///{tmp}/track-{r}-{tracking}-{label[:2]}.db", None
+                    else:
+                        store_url, drop = _pg_schema(base)
+                    try:
+                        size = n if config is ONE_SERVICE else max(1, n // 10)  # commit-bound
+                        rates[tracking].append(tracked_run(url, size, store_url, config, tracking))
+                    finally:
+                        store = helpers._stores.pop(store_url, None)
+                        if store is not None:
+                            store.close()
+                        if drop is not None:
+                            drop()
+            off, on = _median(rates[False]), _median(rates[True])
+            print(f"  {backend:10} {label:16} off {off:8,.0f}   on {on:8,.0f}   on/off {on / off:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--redis", required=True, metavar="URL",
@@ -323,13 +411,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--kill-n", type=int, default=100000)
-    ap.add_argument("--skip", action="append", default=[], choices=["throughput", "latency", "kill", "progress"])
-    ap.add_argument("--only", choices=["throughput", "latency", "kill", "progress"], help="run one section")
+    sections = ["throughput", "latency", "kill", "progress", "tracking"]
+    ap.add_argument("--skip", action="append", default=[], choices=sections)
+    ap.add_argument("--only", choices=sections, help="run one section")
     ap.add_argument("--progress-interval", type=float, default=0.1, metavar="S",
                     help="seconds between progress lines in the progress section")
+    ap.add_argument("--postgres", metavar="URL",
+                    help="also measure tracking on PostgreSQL (a fresh schema, dropped after)")
+    ap.add_argument("--tracking-n", type=int, default=5000)
     args = ap.parse_args()
     if args.only:
-        args.skip = [s for s in ("throughput", "latency", "kill", "progress") if s != args.only]
+        args.skip = [s for s in sections if s != args.only]
     with tempfile.TemporaryDirectory() as tmp:
         store_url = f"sqlite:///{tmp}/bench.db"
         if "progress" not in args.skip:
@@ -342,6 +434,8 @@ def main() -> None:
             bench_latency(args.redis, 2000, 5, store_url)
         if "kill" not in args.skip:
             bench_kill(args.redis, args.kill_n, Path(tmp))
+        if "tracking" not in args.skip:
+            bench_tracking(args.redis, args.tracking_n, args.rounds, Path(tmp), args.postgres)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,34 @@ DEDUP_PREFIX = "tusk:dedup:"
 DEDUP_TTL_S = 7 * 24 * 3600
 """How long a service remembers that it handled an event id (idempotency window)."""
 
+REDELIVER_SINCE_S = 24 * 3600.0
+"""Look-back of the re-delivery from the store after the bus lost its data: stored events
+older than this are not handled again (config ``redeliver_since``: seconds or "15m", "24h")."""
+
+TRACKING_BATCH = 200
+"""Tracking rows of handlings that changed nothing in the store, written in one transaction."""
+
+TRACKING_FLUSH_S = 0.2
+"""...or sooner, once the oldest of them waited this long (also at each relay pass and stop)."""
+
+RELAY_INTERVAL_S = 1.0
+"""How often a running runtime's relay publishes unconfirmed outbox rows and checks the bus."""
+
+RELAY_GRACE_S = 2.0
+"""Outbox rows younger than this are left to the publisher that wrote them (it is sending)."""
+
+RELAY_LEASE_S = 5.0
+"""How long one runtime's relay owns the outbox; renewed each pass, taken over when expired."""
+
+RELAY_BATCH = 500
+"""Outbox rows published, or stored events re-delivered, per store read."""
+
+RELAY_CONFIRM_BATCH = 256
+"""Confirmed outbox rows deleted in one statement (sooner when RELAY_GRACE_S / 4 passed)."""
+
+BUS_EPOCH_KEY = "tusk:bus_epoch"
+"""Redis key holding a random id written once: when it is gone, the bus lost its data."""
+
 DLQ_CHANNEL = "tusk_dlq"
 """Pub/sub channel announcing dead-lettered events when the config names no ``dlq_channel``."""
 
@@ -236,6 +264,10 @@ POSTGRES_POOL_MAX_SIZE = 10
 
 POSTGRES_FUJSEN_POOL_MAX_SIZE = 4
 """Most connections for fujsen SQL: a pool of its own, so fujsen cannot starve the store."""
+
+POSTGRES_UNIT_POOL_MAX_SIZE = 16
+"""Most connections held by handlings in progress (one per handler running SQL or committing):
+a pool of their own, so long handlers cannot starve the store."""
 
 POSTGRES_POOL_TIMEOUT_S = 30.0
 """How long a call waits for a free pooled connection before it fails."""

@@ -9,6 +9,7 @@
     ├── BusError             the event bus cannot publish or deliver
     │   └── PayloadError     an event that is not strict JSON (NaN, Infinity...)
     └── StoreError           the event store cannot read or write
+        └── AlreadyHandled   this service has already handled this event (tracking row)
 
 Exceptions that *user code* raises for control flow are not here: they live with the
 runtime that interprets them.
@@ -76,6 +77,13 @@ class PayloadError(BusError):
 
 class StoreError(TuskError):
     """The event store cannot read or write; driver errors are chained as the cause."""
+
+
+class AlreadyHandled(StoreError):
+    """A handler's SQL found the event already handled by its service (another delivery won).
+
+    Raised into the handler so it stops; the runtime rolls its work back and acknowledges.
+    """
 
 
 class ContractError(TuskError):

@@ -129,7 +129,10 @@ def test_an_event_published_twice_is_handled_once(env, delivery):
 def test_a_handler_run_twice_publishes_the_same_event_ids(env):
     # a crash after the handler's effects and before its ack means a second run: what it
     # publishes gets ids derived from (event, service, n), so nothing is published twice
-    with runtime_for(SERVICE.format(delivery="sync"), env) as rt:
+    # (without tracking rows; with them the second run does not happen, tests/runtime/
+    # test_exactly_once.py)
+    cfg = TSK.from_string(SERVICE.format(delivery="sync"), env=env)
+    with Runtime([cfg], tracking=False) as rt:
         svc = rt.services[0]
         event = new_event("thing_happened", {})
         rt.process(svc, event)

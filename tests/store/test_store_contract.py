@@ -12,6 +12,7 @@ from store_support import docs_fujsen
 from tusk_events.errors import StoreError
 from tusk_events.events import Event, new_event
 from tusk_events.store import EventStore, StoredEvent, open_store
+from tusk_events.store.base import SCHEMA_VERSION
 
 T0 = 1_704_103_200.0  # 2024-01-01 10:00:00 UTC
 CANONICAL = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{0,5}[1-9])?")
@@ -214,7 +215,7 @@ def test_count_and_stats(store: EventStore) -> None:
     assert store.count(type="b", since=T0 + 2) == 1
     stats = store.stats()
     assert stats["backend"] == store.backend
-    assert stats["schema_version"] == store.schema_version == 1
+    assert stats["schema_version"] == store.schema_version == SCHEMA_VERSION
     assert stats["total"] == 3
     assert stats["types"] == {"a": 1, "b": 2}
     assert list(stats["types"]) == ["a", "b"]
@@ -384,7 +385,7 @@ def test_other_tables_are_out_of_reach(store: EventStore) -> None:
         store.query("SELECT * FROM tusk_schema")
     with pytest.raises(StoreError, match="statement refused"):
         store.execute("UPDATE tusk_schema SET version = 99")
-    assert store.schema_version == 1
+    assert store.schema_version == SCHEMA_VERSION
 
 
 def test_placeholder_count_and_parameter_types_are_checked(store: EventStore) -> None:
@@ -420,9 +421,9 @@ def test_opening_twice_migrates_once(store_url: str) -> None:
         a.append(ev("x"))
         with open_store(store_url) as b:
             assert b.count() == 1
-            assert b.schema_version == 1
+            assert b.schema_version == SCHEMA_VERSION
     with open_store(store_url) as c:
-        assert c.count() == 1 and c.schema_version == 1
+        assert c.count() == 1 and c.schema_version == SCHEMA_VERSION
 
 
 def test_a_newer_schema_is_refused(store: EventStore, store_url: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from tusk_events.errors import StoreError
 from tusk_events.events import new_event
 from tusk_events.store import open_store
+from tusk_events.store.base import SCHEMA_VERSION
 from tusk_events.store.sqlguard import SqlRefused
 from tusk_events.store.sqlite import SQLiteStore
 
@@ -69,7 +70,7 @@ def test_authorizer_refuses(sqlite_store: SQLiteStore, tmp_path: Path, sql: str)
     assert not (tmp_path / "copy.db").exists()
     assert not (tmp_path / "other.db").exists()
     assert sqlite_store.count() == 1
-    assert sqlite_store.schema_version == 1
+    assert sqlite_store.schema_version == SCHEMA_VERSION
 
 
 def test_authorizer_allows_the_fujsen_work(sqlite_store: SQLiteStore) -> None:
@@ -95,7 +96,7 @@ def test_fujsen_connection_cannot_load_extensions(sqlite_store: SQLiteStore) -> 
 
 def test_store_connection_is_not_restricted(sqlite_store: SQLiteStore) -> None:
     # The store's own connection is separate: it still reads tusk_schema.
-    assert sqlite_store.schema_version == 1
+    assert sqlite_store.schema_version == SCHEMA_VERSION
     assert sqlite_store._execute("PRAGMA journal_mode")[0][0] == "wal"
 
 
@@ -151,7 +152,7 @@ def test_role_refuses(pg_store, sql: str) -> None:
     for leftover in ("/tmp/tusk_fujsen_lo", "/tmp/tusk_fujsen_copy", "/tmp/tusk_fujsen_prog"):
         assert not Path(leftover).exists()
     assert pg_store.count() == 1
-    assert pg_store.schema_version == 1
+    assert pg_store.schema_version == SCHEMA_VERSION
     assert pg_store.query("SELECT current_user")[0][0] == pg_store.fujsen_role
 
 

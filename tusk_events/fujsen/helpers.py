@@ -382,11 +382,17 @@ class SqlHelpers:
 
     def _run(self, kind: str, sql: str, params: tuple[Any, ...]) -> Any:
         from tusk_events.errors import StoreError
+        from tusk_events.store.unit import current_unit
 
         if not isinstance(sql, str):
             violate(f"{kind}(): the SQL must be a string")
         try:
             store = budget.blocking(self._store)
+            unit = current_unit.get()
+            if unit is not None and unit.store is store:
+                # a handler running under exactly-once tracking: its SQL joins the handling's
+                # transaction (committed with the tracking row, or not at all)
+                return budget.blocking(getattr(unit, kind), sql, params)
             return budget.blocking(getattr(store, kind), sql, params)
         except StoreError as err:
             if getattr(err, "refused", False):

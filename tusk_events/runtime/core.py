@@ -22,7 +22,9 @@ handler. An event whose record exists is acknowledged without running the handle
 the event pending: it is handled again. Effects made through ``publish`` stay exactly-once
 even then: events published while handling event E in service S get ids derived from
 (E, S, n), so the second run publishes the same ids, which the store and every consumer
-deduplicate. Effects made through ``execute`` or ``redis`` in that window are at least once.
+deduplicate. Effects made through ``execute`` or ``redis`` in that window are at least once
+without tracking; with it (the default, :mod:`tusk_events.runtime.tracking`), ``execute`` and
+``publish`` effects commit with a tracking row in one store transaction: exactly once.
 """
 
 from __future__ import annotations
@@ -51,12 +53,14 @@ from tusk_events.defaults import (
     RUNTIME_CONSUMER_RESTARTS,
     RUNTIME_RESTART_WINDOW_S,
 )
-from tusk_events.errors import BusError, ConfigError, FujsenError
+from tusk_events.errors import BusError, ConfigError, FujsenError, StoreError
 from tusk_events.events import Event, handling, new_event
 from tusk_events.fujsen.helpers import shared_store
 from tusk_events.runtime import signals
 from tusk_events.runtime.dlq import DeadLetterQueue
+from tusk_events.runtime.relay import Relay, Target
 from tusk_events.runtime.services import ServiceSpec, services
+from tusk_events.runtime.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +160,7 @@ class Runtime:
         store_url: str | None = None,
         consumer: str | None = None,
         grace: float = RUN_GRACE_S,
+        tracking: bool | None = None,
     ) -> None:
         if not configs:
             raise ConfigError("the runtime needs at least one config")
@@ -196,6 +201,32 @@ class Runtime:
         self.abandoned = 0
         """Consumers that were still in a handler when the grace period of a stop ran out."""
         self.grace = grace
+        self._init_tracking(tracking)
+
+    def _init_tracking(self, tracking: bool | None) -> None:
+        """Exactly-once handling (tracking rows) and the relay; see runtime.tracking/.relay."""
+        from tusk_events.runtime.relay import redeliver_since
+
+        if tracking is None:
+            setting = _setting(self.configs, "tracking")
+            tracking = setting if isinstance(setting, bool) else True
+        self.tracking = Tracker(self.store, enabled=tracking, on_commit=self._committed)
+        self.relay = Relay(
+            self.store, self.bus, self.client, bus_url=self.bus_url,
+            owner=f"{self.consumer}/{uuid.uuid4().hex[:8]}",
+            targets=[Target(s.spec.name, list(s.spec.types), s.spec.delivery == "sync")
+                     for s in self.services if s.spec.delivery != "broadcast"],
+            handle_sync=lambda name, event: self.process(self._service(name), event),
+            redeliver_since_s=redeliver_since(_setting(self.configs, "redeliver_since")),
+        )
+        self.relay.before_pass = self.tracking.flush
+
+    def _committed(self, events: list[Event]) -> None:
+        """A tracked handling committed: send what it published, then run sync services."""
+        self.relay.send(events)
+        for event in events:
+            for svc in self._sync.get(event.type, ()):
+                self.process(svc, event)
 
     @classmethod
     def from_files(
@@ -210,10 +241,18 @@ class Runtime:
 
     # -- publishing ----------------------------------------------------------------------
 
-    def publish(self, type: str, payload: Any = None, *, metadata: Mapping[str, Any] | None = None) -> Event:
-        """Store, publish and (for sync services) handle a new event."""
+    def publish(
+        self, type: str, payload: Any = None, *, metadata: Mapping[str, Any] | None = None,
+        id: str | None = None,
+    ) -> Event:
+        """Store, publish and (for sync services) handle a new event.
+
+        With ``id`` (host code), publishing the same id again is a no-op: a safe retry.
+        """
         ctx = _context.get()
         event = new_event(type, payload, metadata)
+        if id is not None:
+            event.id = id
         if ctx is not None:
             event.id = ctx.next_id()
             event.metadata.setdefault("service", ctx.service)  # who published it: the trace's edge label
@@ -222,13 +261,21 @@ class Runtime:
     def publish_event(self, event: Event, *, publisher: str | None = None) -> Event:
         self.contracts.check_outgoing(event)  # ContractError: nothing stored or sent
         strict_json(event.to_dict(), event.type)  # PayloadError (NaN, Infinity...): nothing stored or sent
-        self.store.append(event)
-        try:
-            self.bus.publish_event(event)
-        except BusError as exc:
-            raise BusError(
-                f"event {event.type} {event.id} is in the event store but was not published to the bus: {exc}"
-            ) from exc
+        if self.tracking.enabled:
+            if self.tracking.defer(event):  # a handler's publish: stored at its commit
+                signals.published.send(runtime=self, event=event, service=publisher)
+                return event
+            if not self.relay.store_event(event):  # stored before: a retry, nothing to do
+                return event
+            self.relay.send([event])  # the bus down: the relay sends it later
+        else:
+            self.store.append(event)
+            try:
+                self.bus.publish_event(event)
+            except BusError as exc:
+                raise BusError(
+                    f"event {event.type} {event.id} is in the event store but was not published to the bus: {exc}"
+                ) from exc
         signals.published.send(runtime=self, event=event, service=publisher)
         for svc in self._sync.get(event.type, ()):
             self.process(svc, event)
@@ -253,8 +300,14 @@ class Runtime:
         """
         spec = svc.spec
         durable = delivery is not None and delivery.mode == "durable"
+        tracked = delivery is None or durable  # broadcast: every instance handles it
         dedup_key = f"{DEDUP_PREFIX}{spec.group}:{event.id}"
-        if not durable and self.client.exists(dedup_key):
+        # a first durable delivery was never handled here, or the bus's record would have
+        # stopped it; a repeat (count > 1) may follow a crash between commit and ack
+        recheck = delivery is None or delivery.count > 1
+        if self.tracking.done(spec.name, event, tracked and recheck) or (
+            not durable and self.client.exists(dedup_key)
+        ):
             with self.summary.lock:
                 self.summary.duplicates += 1
             return "duplicate"
@@ -277,7 +330,7 @@ class Runtime:
             ctx = _context.set(_PublishContext(spec.name, event))
             t0 = time.perf_counter()
             try:
-                with handling(event):
+                with handling(event), self.tracking.attempt(spec.name, event, tracked) as done:
                     svc.handler(event.to_dict())
             except FujsenError as err:
                 if self._abandoned:  # the run gave up waiting: neither retried nor dead-lettered
@@ -293,6 +346,10 @@ class Runtime:
                 continue
             finally:
                 _context.reset(ctx)
+            if done.duplicate:  # another delivery committed this event first: nothing applied
+                with self.summary.lock:
+                    self.summary.duplicates += 1
+                return "duplicate"
             seconds = time.perf_counter() - t0
             if not durable:
                 self.client.set(dedup_key, 1, ex=DEDUP_TTL_S)
@@ -307,6 +364,7 @@ class Runtime:
     ) -> None:
         self.dlq.add(svc.spec.name, event, reason=reason, traceback=tb, attempts=attempts,
                      first_failed_at=first_failed)
+        self.tracking.dead_lettered(svc.spec.name, event)
         log.warning("dead-lettered %s %s in %s after %d attempts: %s",
                     event.type, event.id, svc.spec.name, attempts, reason,
                     extra={"event_id": event.id, "trace_id": event.trace_id, "service": svc.spec.name})
@@ -326,6 +384,7 @@ class Runtime:
             wanted = set(ids)
             letters = [d for d in letters if d.id in wanted]
         done = 0
+        self.tracking.forget(service, [d.event.id for d in letters if d.raw is None])
         for letter in letters:
             if letter.raw is not None:
                 log.warning("dead letter %s of %s is not an event (%s): not redriven; inspect or purge it",
@@ -407,6 +466,7 @@ class Runtime:
         signal handler or another thread). BusError when the bus cannot be reached.
         """
         self.bus.ping()  # BusError at once, rather than reconnecting forever
+        self._relay_pass()
         self._subscribe_all()
         if startup:
             self.run_startup()
@@ -445,6 +505,9 @@ class Runtime:
         keep dying (``RUNTIME_CONSUMER_RESTARTS`` in ``RUNTIME_RESTART_WINDOW_S``) this raises
         BusError, so the worker exits non-zero instead of running without them.
         """
+        self._relay_pass()
+        if self.tracking.enabled:
+            self.relay.start()
         self._subscribe_all()
         for sub in self._subscriptions:
             if sub.mode == "durable":
@@ -489,9 +552,19 @@ class Runtime:
                         "it is abandoned unacknowledged and will be delivered again",
                         len(still), self.grace if grace is None else grace)
             self.abandoned = len(still)
+            self.relay.stop()
             return False
         self._subscriptions.clear()
+        self.relay.stop()
         return True
+
+    def _relay_pass(self) -> None:
+        """Before handling: send what the outbox holds, re-deliver what the bus lost."""
+        if self.tracking.enabled:
+            try:
+                self.relay.tick()
+            except (BusError, StoreError) as e:  # the background pass retries
+                log.warning("relay pass failed: %s", e)
 
     def close(self) -> None:
         if self._closed:

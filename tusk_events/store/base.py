@@ -13,6 +13,15 @@ store, version recorded in the ``tusk_schema`` table)::
       metadata    JSON text, nullable (NULL reads back as {})
     indexes: (timestamp), (event_type, timestamp), (event_type, id)
 
+    tusk_tracking (version 2): one row per (service, event_id) handled, written in the same
+      transaction as the handling's effects (see tusk_events.store.unit); outcome is
+      'handled' or 'dead-lettered'; at is epoch seconds
+    tusk_outbox (version 2): (seq, event_id, created) of stored events the bus has not
+      confirmed yet; the relay publishes and deletes them
+    tusk_meta (version 2): (key, value, until) small records: relay leases, the bus epoch
+
+Fujsen cannot read or write the three tusk_* tables.
+
 Ids are handed out in commit order (writers are serialised: SQLite's write lock, an advisory
 lock on PostgreSQL), so ``replay(after_id=last_seen)`` never skips an event committed later
 with a smaller id.
@@ -36,9 +45,13 @@ from tusk_events.defaults import FUJSEN_SQL_MAX_ROWS, STORE_REPLAY_BATCH
 from tusk_events.errors import StoreError
 from tusk_events.events import ENVELOPE_VERSION, Event
 from tusk_events.store import sqlguard, timestamps
+from tusk_events.store.unit import Unit
 
-SCHEMA_VERSION = 1
-"""Version of the store schema this code writes; recorded in ``tusk_schema``."""
+SCHEMA_VERSION = 2
+"""Version of the store schema this code writes; recorded in ``tusk_schema``.
+
+1: event_store; 2: tusk_tracking, tusk_outbox, tusk_meta (exactly-once handling, the relay).
+"""
 
 COLUMNS = "id, event_id, event_type, payload, metadata, timestamp"
 """The column order every backend selects, which is the order of :class:`StoredEvent`'s fields."""
@@ -359,6 +372,65 @@ class EventStore(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # --- exactly-once handling: tracking, outbox, leases ------------------------------------
+
+    @abc.abstractmethod
+    def unit(self, service: str, event_id: str) -> Unit:
+        """A transaction for one handling of ``event_id`` by ``service`` (not yet begun)."""
+
+    @abc.abstractmethod
+    def tracked(self, service: str, event_id: str) -> str | None:
+        """The tracking outcome of this (service, event id), or None when there is no row."""
+
+    @abc.abstractmethod
+    def track(self, service: str, event_id: str, outcome: str) -> bool:
+        """Record an outcome outside a handling (e.g. dead-lettered); never replaces
+        'handled'. True when written."""
+
+    @abc.abstractmethod
+    def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
+        """Record (service, event id) rows in one transaction (like :meth:`track`)."""
+
+    @abc.abstractmethod
+    def untrack(self, service: str, event_ids: Iterable[str]) -> int:
+        """Forget non-'handled' outcomes (a redrive); returns how many rows went."""
+
+    @abc.abstractmethod
+    def append_outbox(self, event: Event) -> bool:
+        """Store one event and its outbox row in one transaction; False when already stored."""
+
+    @abc.abstractmethod
+    def outbox(self, older_than: float, limit: int) -> list[StoredEvent]:
+        """Stored events the bus has not confirmed, outbox rows created before ``older_than``
+        (epoch seconds), oldest first."""
+
+    @abc.abstractmethod
+    def confirm(self, event_ids: Iterable[str]) -> int:
+        """Delete the outbox rows of events the bus has accepted; returns how many."""
+
+    @abc.abstractmethod
+    def outbox_count(self) -> int:
+        """How many outbox rows wait for the relay."""
+
+    @abc.abstractmethod
+    def untracked(
+        self, service: str, types: Sequence[str], since: Any, after_id: int, limit: int
+    ) -> list[StoredEvent]:
+        """Stored events of ``types`` after ``since`` and store position ``after_id`` that
+        ``service`` has no tracking row for (rows without an envelope id excluded)."""
+
+    @abc.abstractmethod
+    def lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:
+        """Take or renew the lease ``name`` for ``owner`` until ``now + ttl_s``; False when
+        another owner holds an unexpired one."""
+
+    @abc.abstractmethod
+    def meta(self, key: str) -> str | None:
+        """A small record of the store (e.g. the bus epoch last seen), or None."""
+
+    @abc.abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
 
     # --- the fujsen door -----------------------------------------------------------------
 

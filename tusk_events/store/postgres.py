@@ -32,7 +32,8 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Generator, Iterable, Iterator
+import time
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from itertools import islice, starmap
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -46,16 +47,20 @@ from tusk_events.defaults import (
     POSTGRES_POOL_MAX_SIZE,
     POSTGRES_POOL_MIN_SIZE,
     POSTGRES_POOL_TIMEOUT_S,
+    POSTGRES_UNIT_POOL_MAX_SIZE,
 )
 from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
+from tusk_events.store.postgres_unit import PostgresUnit
 from tusk_events.store.timestamps import CANONICAL_PATTERN
+from tusk_events.store.unit import HANDLED, Unit
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'tusk_events[postgres]'"
+_E_COLUMNS = ", ".join(f"e.{c.strip()}" for c in COLUMNS.split(","))
 _URL_OPTIONS = {"pool_min_size": "min_size", "pool_max_size": "max_size"}
 
 
@@ -109,6 +114,22 @@ def migrations(schema: str) -> dict[int, list[str]]:
             f"CREATE INDEX event_store_ts ON {s}.event_store (timestamp)",
             f"CREATE INDEX event_store_type_ts ON {s}.event_store (event_type, timestamp)",
             f"CREATE INDEX event_store_type_id ON {s}.event_store (event_type, id)",
+        ],
+        2: [
+            f"""CREATE TABLE {s}.tusk_tracking (
+                service text NOT NULL,
+                event_id text NOT NULL,
+                outcome text NOT NULL,
+                at double precision NOT NULL,
+                PRIMARY KEY (service, event_id)
+            )""",
+            f"""CREATE TABLE {s}.tusk_outbox (
+                seq bigint PRIMARY KEY,
+                event_id text NOT NULL,
+                created double precision NOT NULL
+            )""",
+            f"CREATE TABLE {s}.tusk_meta (key text PRIMARY KEY, value text NOT NULL, "
+            "until double precision)",
         ],
     }
 
@@ -194,6 +215,7 @@ class PostgresStore(EventStore):
         self._timeout = timeout
         self._fujsen_max_size = fujsen_max_size
         self._fujsen_pool: Any = None
+        self._unit_pool: Any = None
         self._fujsen_lock = threading.Lock()
         self._closed = False
         try:
@@ -255,6 +277,66 @@ class PostgresStore(EventStore):
                 "ORDER BY u.n ON CONFLICT (event_id) DO NOTHING"
             ),
             "lock": "SELECT pg_advisory_xact_lock(%s)",
+            # store events and their outbox rows in one statement (a transaction of its own
+            # outside a unit); the advisory lock is taken before the first insert
+            "insert_outbox": (
+                f"WITH ins AS (INSERT INTO {t} (event_id, event_type, payload, metadata, timestamp) "
+                "SELECT u.event_id, u.event_type, u.payload, u.metadata, u.ts "
+                "FROM (SELECT pg_advisory_xact_lock(%s)) AS serialised, "
+                "unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+                "WITH ORDINALITY AS u(event_id, event_type, payload, metadata, ts, n) "
+                "ORDER BY u.n ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id) "
+                f"INSERT INTO {s}.tusk_outbox (seq, event_id, created) "
+                "SELECT id, event_id, %s FROM ins RETURNING event_id"
+            ),
+            "claim": (
+                f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
+                "VALUES (%s, %s, 'handled', %s) ON CONFLICT (service, event_id) "
+                "DO UPDATE SET outcome = 'handled', at = excluded.at WHERE t.outcome <> 'handled'"
+            ),
+            "track": (
+                f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (service, event_id) "
+                "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
+                "WHERE t.outcome <> 'handled'"
+            ),
+            "track_many": (
+                f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
+                "SELECT u.service, u.event_id, %s, %s "
+                "FROM unnest(%s::text[], %s::text[]) AS u(service, event_id) "
+                "ON CONFLICT (service, event_id) "
+                "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
+                "WHERE t.outcome <> 'handled'"
+            ),
+            "tracked": (
+                f"SELECT outcome FROM {s}.tusk_tracking WHERE service = %s AND event_id = %s"
+            ),
+            "untrack": (
+                f"DELETE FROM {s}.tusk_tracking WHERE service = %s AND event_id = ANY(%s) "
+                "AND outcome <> 'handled'"
+            ),
+            "outbox": (
+                f"SELECT {_E_COLUMNS} FROM {s}.tusk_outbox o JOIN {t} e ON e.id = o.seq "
+                "WHERE o.created < %s ORDER BY o.seq LIMIT %s"
+            ),
+            "confirm": f"DELETE FROM {s}.tusk_outbox WHERE event_id = ANY(%s)",
+            "outbox_count": f"SELECT count(*) FROM {s}.tusk_outbox",
+            "untracked": (
+                f"SELECT {_E_COLUMNS} FROM {t} e WHERE e.event_type = ANY(%s) "
+                "AND e.timestamp > %s AND e.id > %s AND e.event_id IS NOT NULL AND NOT EXISTS "
+                f"(SELECT 1 FROM {s}.tusk_tracking tr WHERE tr.service = %s "
+                "AND tr.event_id = e.event_id) ORDER BY e.id LIMIT %s"
+            ),
+            "lease": (
+                f"INSERT INTO {s}.tusk_meta AS m (key, value, until) VALUES (%s, %s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, until = excluded.until "
+                "WHERE m.value = excluded.value OR m.until < %s"
+            ),
+            "meta": f"SELECT value FROM {s}.tusk_meta WHERE key = %s",
+            "set_meta": (
+                f"INSERT INTO {s}.tusk_meta (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
             "select": f"SELECT {COLUMNS} FROM {t}",
             "count": f"SELECT count(*) FROM {t}",
             "types": (
@@ -371,6 +453,8 @@ class PostgresStore(EventStore):
         self._pool.close()
         if self._fujsen_pool is not None:
             self._fujsen_pool.close()
+        if self._unit_pool is not None:
+            self._unit_pool.close()
 
     def _error(self, what: str, e: Exception) -> StoreError:
         detail = getattr(getattr(e, "diag", None), "message_primary", None) or str(e)
@@ -473,6 +557,104 @@ class PostgresStore(EventStore):
         rows = self._fetch(self._sql["select"] + " WHERE event_id = %s", (event_id,))
         return StoredEvent(*rows[0]) if rows else None
 
+    # --- tracking, outbox, leases (see tusk_events.store.unit) ---------------------------
+
+    def unit(self, service: str, event_id: str) -> Unit:
+        return PostgresUnit(self, service, event_id)
+
+    def _unit_connection(self) -> Any:
+        """A connection for a handling's transaction, from a pool of their own (held for the
+        handler's run, so they must not starve the store's pool)."""
+        if self._closed:
+            raise StoreError("the event store is closed")
+        with self._fujsen_lock:
+            if self._unit_pool is None:
+                self._unit_pool = self._open_fujsen_pool(
+                    POSTGRES_UNIT_POOL_MAX_SIZE, f"tusk-units-{self.schema}"
+                )
+        return self._unit_pool
+
+    def _write(self, what: str, sql: str, params: Any, *, lazy: bool = False) -> Any:
+        """One statement; ``lazy`` ones (leases, confirmations, batched tracking rows: records
+        whose loss in a server crash costs a repeat, never an effect) do not wait for the WAL
+        flush (``synchronous_commit = off``)."""
+        try:
+            with self._connection() as conn:
+                if not lazy:
+                    return conn.execute(sql, params)
+                with conn.transaction():
+                    conn.execute("SET LOCAL synchronous_commit = off")
+                    return conn.execute(sql, params)
+        except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
+            raise self._error(f"cannot {what}", e) from e
+
+    def tracked(self, service: str, event_id: str) -> str | None:
+        rows = self._fetch(self._sql["tracked"], (service, event_id))
+        return rows[0][0] if rows else None
+
+    def track(self, service: str, event_id: str, outcome: str) -> bool:
+        cur = self._write("record a tracking row", self._sql["track"],
+                          (service, event_id, outcome, time.time()))
+        return bool(cur.rowcount == 1)
+
+    def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
+        pairs = list(rows)
+        if not pairs:
+            return
+        services, ids = (list(c) for c in zip(*pairs))
+        try:
+            with self._connection() as conn, conn.transaction():
+                if outcome == HANDLED:  # batched rows of handlings without store effects
+                    conn.execute("SET LOCAL synchronous_commit = off")
+                conn.execute(self._sql["track_many"], (outcome, time.time(), services, ids))
+        except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
+            raise self._error("cannot record tracking rows", e) from e
+
+    def untrack(self, service: str, event_ids: Iterable[str]) -> int:
+        cur = self._write("forget tracking rows", self._sql["untrack"], (service, list(event_ids)))
+        return max(0, cur.rowcount)
+
+    def append_outbox(self, event: Event) -> bool:
+        row = event_row(event)
+        cur = self._write(
+            f"append event {event.id}", self._sql["insert_outbox"],
+            (self._write_lock, *([v] for v in row), time.time()),
+        )
+        return bool(cur.rowcount == 1)
+
+    def outbox(self, older_than: float, limit: int) -> list[StoredEvent]:
+        return list(starmap(StoredEvent, self._fetch(self._sql["outbox"], (older_than, limit))))
+
+    def confirm(self, event_ids: Iterable[str]) -> int:
+        ids = list(event_ids)
+        if not ids:
+            return 0
+        cur = self._write("confirm outbox rows", self._sql["confirm"], (ids,), lazy=True)
+        return max(0, cur.rowcount)
+
+    def outbox_count(self) -> int:
+        return int(self._fetch(self._sql["outbox_count"])[0][0])
+
+    def untracked(
+        self, service: str, types: Sequence[str], since: Any, after_id: int, limit: int
+    ) -> list[StoredEvent]:
+        if not types:
+            return []
+        params = (list(types), timestamps.canonical(since), after_id, service, limit)
+        return list(starmap(StoredEvent, self._fetch(self._sql["untracked"], params)))
+
+    def lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:
+        cur = self._write("take a lease", self._sql["lease"],
+                          (f"lease:{name}", owner, now + ttl_s, now), lazy=True)
+        return bool(cur.rowcount == 1)
+
+    def meta(self, key: str) -> str | None:
+        rows = self._fetch(self._sql["meta"], (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("write a store record", self._sql["set_meta"], (key, value), lazy=True)
+
     # --- fujsen SQL ------------------------------------------------------------------------
 
     def _fujsen_connection(self) -> Any:
@@ -485,7 +667,7 @@ class PostgresStore(EventStore):
                 self._fujsen_pool = self._open_fujsen_pool()
         return self._fujsen_pool.connection()
 
-    def _open_fujsen_pool(self) -> Any:
+    def _open_fujsen_pool(self, max_size: int | None = None, name: str | None = None) -> Any:
         number, number_binary = _number_loaders()
 
         def configure(conn: Any) -> None:
@@ -495,12 +677,12 @@ class PostgresStore(EventStore):
         pool = self._psycopg_pool.ConnectionPool(
             self._conninfo,
             min_size=0,
-            max_size=self._fujsen_max_size,
+            max_size=max_size or self._fujsen_max_size,
             kwargs=self._kwargs,
             configure=configure,
             open=False,
             timeout=self._timeout,
-            name=f"tusk-fujsen-{self.schema}",
+            name=name or f"tusk-fujsen-{self.schema}",
         )
         pool.open()
         return pool

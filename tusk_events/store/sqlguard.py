@@ -13,7 +13,8 @@ module enforces, on both backends, before the database sees the text:
    they are refused, so a WITH statement writes only through its main verb, as on SQLite.
    ``FOR UPDATE`` row locks stay allowed. ``INTO`` is allowed only in INSERT (``SELECT ... INTO``
    creates a table on PostgreSQL).
-5. **Denied names.** On both: ``tusk_schema`` and ``load_extension``; on SQLite also its
+5. **Denied names.** On both: ``tusk_schema``, ``tusk_tracking``, ``tusk_outbox``,
+   ``tusk_meta`` and ``load_extension``; on SQLite also its
    schema tables (``sqlite_master``, ``sqlite_sequence``...) and the shell's file functions.
    On PostgreSQL: functions and views that could undo the sandbox's ``SET LOCAL ROLE`` or
    escape it (``set_config``, ``pg_settings``, the ``*_to_xml*`` family, ``ts_stat`` and
@@ -85,7 +86,9 @@ _PG_DENIED_NAMES = frozenset(
 _PG_DENIED_PREFIXES = ("lo_", "pg_advisory", "pg_try_advisory", "dblink", "pg_ls_")
 _PG_DENIED_INFIX = "_to_xml"
 
-_COMMON_DENIED_NAMES = frozenset({"tusk_schema", "load_extension"})
+_COMMON_DENIED_NAMES = frozenset(
+    {"tusk_schema", "tusk_tracking", "tusk_outbox", "tusk_meta", "load_extension"}
+)
 _SQLITE_DENIED_NAMES = _COMMON_DENIED_NAMES | {
     "fts3_tokenizer",
     "readfile",

@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from itertools import starmap
 from typing import Any
 
@@ -45,6 +45,9 @@ from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
+from tusk_events.store.sqlite_sql import _INSERT, _LEASE, _OUTBOX_ADD, _TRACK
+from tusk_events.store.sqlite_unit import SQLiteUnit
+from tusk_events.store.unit import HANDLED, Unit
 
 _DIGIT = "[0-9]"
 _SECOND_GLOB = f"{_DIGIT * 4}-{_DIGIT * 2}-{_DIGIT * 2} {_DIGIT * 2}:{_DIGIT * 2}:{_DIGIT * 2}"
@@ -67,14 +70,27 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX event_store_type_ts ON event_store (event_type, timestamp)",
         "CREATE INDEX event_store_type_id ON event_store (event_type, id)",
     ],
+    2: [
+        """CREATE TABLE tusk_tracking (
+            service TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (service, event_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE tusk_outbox (
+            seq INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            created REAL NOT NULL
+        )""",
+        "CREATE TABLE tusk_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, until REAL)",
+    ],
 }
 """Schema changes by version; each list runs in one transaction, in order."""
 
-_INSERT = (
-    "INSERT INTO event_store (event_id, event_type, payload, metadata, timestamp) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
-)
 _SELECT = f"SELECT {COLUMNS} FROM event_store"
+_E_COLUMNS = ", ".join(f"e.{c.strip()}" for c in COLUMNS.split(","))
+
 
 # Replay finds the first matching id through a timestamp index (cost: the matching entries,
 # which replay reads anyway), then walks the primary key, or the (event_type, id) index, in id
@@ -171,14 +187,19 @@ def fujsen_verdict(action: int, arg1: str | None, arg2: str | None, db: str | No
 class _Guard:
     """Authorizer and progress handler of one fujsen connection; remembers why it refused."""
 
-    __slots__ = ("deadline", "expired", "reasons")
+    __slots__ = ("deadline", "expired", "reasons", "trusted")
 
     def __init__(self) -> None:
+        self.trusted = False
+        """Set while the store runs its own statements on this connection (a handling's
+        transaction: BEGIN, the tracking row, the outbox)."""
         self.reasons: list[str] = []
         self.deadline = math.inf
         self.expired = False
 
     def authorize(self, action: int, arg1: Any, arg2: Any, db: Any, trigger: Any) -> int:
+        if self.trusted:
+            return sqlite3.SQLITE_OK
         reason = fujsen_verdict(action, arg1, arg2, db)
         if reason is None:
             return sqlite3.SQLITE_OK
@@ -454,6 +475,145 @@ class SQLiteStore(EventStore):
     def get(self, event_id: str) -> StoredEvent | None:
         rows = self._execute(f"{_SELECT} WHERE event_id = ?", (event_id,))
         return StoredEvent(*rows[0]) if rows else None
+
+    # --- tracking, outbox, leases (see tusk_events.store.unit) ---------------------------
+
+    def unit(self, service: str, event_id: str) -> Unit:
+        return SQLiteUnit(self, service, event_id)
+
+    def _write(self, what: str, sql: str, params: tuple[Any, ...], *, lazy: bool = False) -> int:
+        """One statement; ``lazy`` ones (leases, records whose loss in a crash costs a repeat,
+        never an effect) commit without an fsync of their own (``synchronous = NORMAL``)."""
+        with self._lock:
+            try:
+                with self._lazy(lazy) as conn:
+                    return conn.execute(sql, params).rowcount
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot {what}: {e}") from e
+
+    @contextlib.contextmanager
+    def _lazy(self, lazy: bool) -> Generator[sqlite3.Connection, None, None]:
+        conn = self._conn()
+        if not lazy or self._synchronous in ("OFF", "NORMAL") or self.memory:
+            yield conn
+            return
+        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield conn
+        finally:
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+
+    def tracked(self, service: str, event_id: str) -> str | None:
+        rows = self._execute(
+            "SELECT outcome FROM tusk_tracking WHERE service = ? AND event_id = ?",
+            (service, event_id),
+        )
+        return rows[0][0] if rows else None
+
+    def track(self, service: str, event_id: str, outcome: str) -> bool:
+        return self._write("record a tracking row", _TRACK,
+                           (service, event_id, outcome, time.time())) == 1
+
+    def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
+        now = time.time()
+        values = [(service, event_id, outcome, now) for service, event_id in rows]
+        with self._lock, self._lazy(outcome == HANDLED) as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_TRACK, values)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot record tracking rows: {e}") from e
+
+    def untrack(self, service: str, event_ids: Iterable[str]) -> int:
+        with self._lock:
+            try:
+                return max(0, self._conn().executemany(
+                    "DELETE FROM tusk_tracking WHERE service = ? AND event_id = ? "
+                    "AND outcome <> 'handled'",
+                    [(service, i) for i in event_ids],
+                ).rowcount)
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot forget tracking rows: {e}") from e
+
+    def append_outbox(self, event: Event) -> bool:
+        row = event_row(event)
+        with self._lock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = conn.execute(_INSERT, row)
+                    added = cur.rowcount == 1
+                    if added:
+                        conn.execute(_OUTBOX_ADD, (cur.lastrowid, event.id, time.time()))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot append event {event.id}: {e}") from e
+        return added
+
+    def outbox(self, older_than: float, limit: int) -> list[StoredEvent]:
+        rows = self._execute(
+            f"SELECT {_E_COLUMNS} FROM tusk_outbox o JOIN event_store e ON e.id = o.seq "
+            "WHERE o.created < ? ORDER BY o.seq LIMIT ?",
+            (older_than, limit),
+        )
+        return list(starmap(StoredEvent, rows))
+
+    def confirm(self, event_ids: Iterable[str]) -> int:
+        with self._lock:
+            try:
+                with self._lazy(True) as conn:
+                    return max(0, conn.executemany(
+                        "DELETE FROM tusk_outbox WHERE event_id = ?", [(i,) for i in event_ids]
+                    ).rowcount)
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot confirm outbox rows: {e}") from e
+
+    def outbox_count(self) -> int:
+        return self._execute("SELECT count(*) FROM tusk_outbox")[0][0]
+
+    def untracked(
+        self, service: str, types: Sequence[str], since: Any, after_id: int, limit: int
+    ) -> list[StoredEvent]:
+        if not types:
+            return []
+        marks = ", ".join("?" * len(types))
+        rows = self._execute(
+            f"SELECT {_E_COLUMNS} FROM event_store e WHERE e.event_type IN ({marks}) "
+            "AND e.timestamp > ? AND e.id > ? AND e.event_id IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM tusk_tracking t WHERE t.service = ? AND t.event_id = e.event_id) "
+            "ORDER BY e.id LIMIT ?",
+            (*types, timestamps.canonical(since), after_id, service, limit),
+        )
+        return list(starmap(StoredEvent, rows))
+
+    def lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:
+        return self._write(
+            "take a lease", _LEASE, (f"lease:{name}", owner, now + ttl_s, now), lazy=True
+        ) == 1
+
+    def meta(self, key: str) -> str | None:
+        rows = self._execute("SELECT value FROM tusk_meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(
+            "write a store record",
+            "INSERT INTO tusk_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+            lazy=True,
+        )
 
     # --- fujsen SQL ----------------------------------------------------------------------
 

@@ -1,0 +1,154 @@
+"""Private Redis and PostgreSQL servers for fault tests: started, killed and restarted by PID.
+
+Never the shared servers: each test gets its own port (Redis 7410-7419, PostgreSQL 7420-7425)
+and data directory, and stops only the processes it started.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is not installed; under CI=true fault tests must run")
+    pytest.skip(f"{what} is not installed")
+
+
+def _wait_port(port: int, up: bool, timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                if up:
+                    return
+        except OSError:
+            if not up:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not go {'up' if up else 'down'} in {timeout} s")
+
+
+def _port_free(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return False
+    except OSError:
+        return True
+
+
+class PrivateRedis:
+    """redis-server on 127.0.0.1:port without persistence (a cache-configured Redis)."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        if shutil.which("redis-server") is None:
+            _missing("redis-server")
+        if not _port_free(port):
+            pytest.fail(f"port {port} is taken: a private Redis of an earlier run still up?")
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, up=True)
+
+    def kill(self) -> None:
+        """SIGKILL: everything in memory is gone."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+        _wait_port(self.port, up=False)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+class PrivatePostgres:
+    """A throw-away cluster (initdb) run as the ``postgres`` OS user on 127.0.0.1:port."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+        if not bins:
+            _missing("PostgreSQL server binaries")
+        self.bin = Path(bins[-1]).parent
+        if not _port_free(port):
+            pytest.fail(f"port {port} is taken: a private PostgreSQL of an earlier run still up?")
+        self.port = port
+        # its own directory under /tmp: pytest's tmp_path is not reachable for another user
+        self.dir = Path(tempfile.mkdtemp(prefix="tusk-pg-"))
+        self.data = self.dir / "data"
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        subprocess.run(
+            [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+             "--auth=trust", "--no-sync", "-E", "UTF8"],
+            check=True, capture_output=True, timeout=120, preexec_fn=self._drop,
+        )
+
+    def _drop(self) -> None:
+        """In the child: become the postgres user (the server refuses to run as root)."""
+        if self._as_postgres:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+             "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self._drop,
+        )
+        _wait_port(self.port, up=True)
+        import psycopg
+
+        end = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        """SIGINT: fast shutdown (clients are disconnected); SIGKILL kills the postmaster only."""
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+            self.proc = None
+        _wait_port(self.port, up=False)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def remove(self) -> None:
+        """Stop the server and delete its cluster."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

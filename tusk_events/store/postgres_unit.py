@@ -1,0 +1,120 @@
+"""A handling's transaction on PostgreSQL: one pooled connection from begin to commit.
+
+The transaction runs as the store's user; each fujsen statement runs inside a savepoint that
+first switches to the fujsen role (the prologue of :mod:`tusk_events.store.postgres`: role,
+search_path, statement_timeout, and the write lock for writes), checks afterwards that role
+and search_path are still the ones set, and switches back (``RESET ROLE``) so the store's own
+statements (outbox, COMMIT) run with the store's rights. A statement that fails is rolled back
+to its savepoint, so a handler that catches the error can go on, as it could outside a unit.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from tusk_events.defaults import FUJSEN_SQL_MAX_ROWS, FUJSEN_SQL_TIMEOUT_S
+from tusk_events.errors import StoreError
+from tusk_events.store import sqlguard
+from tusk_events.store.base import event_row
+from tusk_events.store.unit import Unit
+
+if TYPE_CHECKING:
+    from tusk_events.store.postgres import PostgresStore
+    from tusk_events.store.sqlguard import Checked
+
+
+class PostgresUnit(Unit):
+    store: PostgresStore
+
+    def __init__(self, store: PostgresStore, service: str, event_id: str) -> None:
+        super().__init__(store, service, event_id)
+        self._conn: Any = None
+        self._pool: Any = None
+
+    def _begin(self) -> None:
+        store = self.store
+        psycopg = store._psycopg
+        self._pool = store._unit_connection()
+        try:
+            self._conn = self._pool.getconn()
+        except store._psycopg_pool.PoolTimeout as e:
+            raise store._error("cannot begin a handling", e) from e
+        try:
+            self._conn.execute("BEGIN")
+            cur = self._conn.execute(
+                store._sql["claim"], (self.service, self.event_id, time.time())
+            )
+            self.duplicate = cur.rowcount != 1
+        except psycopg.Error as e:
+            self._release()
+            raise store._error(f"cannot begin handling {self.event_id}", e) from e
+
+    def _run(
+        self, checked: Checked, values: tuple[Any, ...], *, want_rows: bool
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        store = self.store
+        psycopg = store._psycopg
+        errors = psycopg.errors
+        if store._fujsen_unavailable:
+            raise StoreError(f"fujsen SQL is unavailable on this store: {store._fujsen_unavailable}")
+        conn = self._conn
+        write = checked.verb != "select"
+        try:
+            conn.execute("SAVEPOINT tusk_fujsen; " + store._fujsen_prologue[write])
+        except psycopg.Error as e:
+            self.broken = str(e)
+            raise store._error("fujsen SQL failed", e) from e
+        try:
+            with conn.cursor() as cur:
+                cur.execute(checked.sql, values, binary=True)
+                rows = []
+                if want_rows and cur.description is not None:
+                    rows = cur.fetchmany(FUJSEN_SQL_MAX_ROWS + 1)
+                rowcount = cur.rowcount
+            state = conn.execute("SELECT current_user, current_setting('search_path')").fetchone()
+            if tuple(state) != store._fujsen_expect:
+                raise sqlguard.refuse("changing the session role or search_path")
+            conn.execute("RELEASE SAVEPOINT tusk_fujsen; RESET ROLE")
+        except BaseException as e:
+            self._back_to_savepoint()
+            if isinstance(e, errors.InsufficientPrivilege):
+                raise sqlguard.SqlRefused(f"statement refused: {e.diag.message_primary}") from e
+            if isinstance(e, errors.QueryCanceled):
+                raise StoreError(f"fujsen SQL ran longer than {FUJSEN_SQL_TIMEOUT_S} s") from e
+            if isinstance(e, psycopg.Error):
+                raise store._error("fujsen SQL failed", e) from e
+            raise
+        return store._limit_rows(rows), rowcount
+
+    def _back_to_savepoint(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK TO SAVEPOINT tusk_fujsen; RESET ROLE")
+        except self.store._psycopg.Error as e:
+            self.broken = f"the connection failed ({e})"
+
+    def _finish(self, *, commit: bool) -> None:
+        store = self.store
+        conn = self._conn
+        try:
+            if commit:
+                if self.events:
+                    columns = [list(c) for c in zip(*map(event_row, self.events))]
+                    conn.execute(
+                        store._sql["insert_outbox"], (store._write_lock, *columns, time.time())
+                    )
+                conn.execute("COMMIT")
+            else:
+                conn.execute("ROLLBACK")
+        except store._psycopg.Error as e:
+            raise store._error(f"cannot commit handling {self.event_id}", e) from e
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.putconn(conn)  # the pool rolls back an open transaction
+
+
+__all__ = ["PostgresUnit"]
