@@ -411,9 +411,11 @@ def _compile(pattern: Any, flags: int = 0) -> Pattern:
     if type(flags) is not int or flags & ~(2 | 8 | 16 | _RE_IGNORED):
         violate("re: only the flags IGNORECASE, MULTILINE and DOTALL are available in fujsen")
     inline = "".join(c for bit, c in _RE_FLAGS.items() if flags & bit)
-    text = pattern
-    if inline:
-        text = (f"(?{inline})" if isinstance(pattern, str) else f"(?{inline})".encode()) + pattern
+    text: str | bytes = pattern
+    if inline and isinstance(pattern, str):
+        text = f"(?{inline})" + pattern
+    elif inline and isinstance(pattern, bytes):
+        text = f"(?{inline})".encode() + pattern
     re2 = _re2()
     try:
         return Pattern(_compiled(re2, text), pattern, flags)
