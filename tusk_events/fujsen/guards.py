@@ -106,7 +106,7 @@ def _lshift_(a: Any, b: Any) -> Any:
 _PRINTF = re.compile(rb"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)?", re.S)
 
 
-def _printf_fields(fmt: bytes) -> list[tuple[bytes | None, bytes | None, bytes | None]]:
+def printf_fields(fmt: bytes) -> list[tuple[bytes | None, bytes | None, bytes | None]]:
     """(width, precision, conversion) of each %-conversion; ``%%`` is skipped."""
     out = []
     for m in _PRINTF.finditer(fmt):
@@ -118,7 +118,7 @@ def _printf_fields(fmt: bytes) -> list[tuple[bytes | None, bytes | None, bytes |
 
 def check_printf(fmt: str) -> str | None:
     """The problem with a constant %-format (a width or precision over the limit), or None."""
-    for width, prec, _conv in _printf_fields(fmt.encode("utf-8", "replace")):
+    for width, prec, _conv in printf_fields(fmt.encode("utf-8", "replace")):
         for part in (width, prec):
             if part and part != b"*" and int(part) > SANDBOX_MAX_WIDTH:
                 return f"format width {int(part):,} exceeds the sandbox limit of {SANDBOX_MAX_WIDTH:,}"
@@ -130,7 +130,10 @@ def _mod_(a: Any, b: Any) -> Any:
         fmt = a.encode("utf-8", "replace") if isinstance(a, str) else bytes(a)
         values = b if isinstance(b, tuple) else (b,)
         pos = 0
-        for width, prec, _conv in _printf_fields(fmt):
+        for width, prec, conv in printf_fields(fmt):
+            at = pos + (width == b"*") + (prec == b"*")
+            if conv in (b"r", b"a") and not isinstance(b, dict) and at < len(values):
+                _check_repr_size(values[at], "%" + conv.decode())
             for part in (width, prec):
                 if part == b"*":
                     # the star takes the next value as the width: only that value is checked
@@ -194,18 +197,25 @@ def _check_nesting(obj: tuple[Any, ...]) -> None:
         stack.extend((x, depth + 1) for x in item if type(x) is tuple)
 
 
-def _repr_checked(fn: Callable[[Any], str], factor: int) -> Callable[[Any], str]:
-    """repr/ascii of a long str escapes each character to up to ``factor`` characters."""
+def _check_repr_size(obj: Any, what: str) -> None:
+    """repr/ascii escape each character of a str up to 10x (``\\U000e0001``), of bytes 4x."""
+    if type(obj) is str and len(obj) * 10 > SANDBOX_MAX_STR and not obj.isascii():
+        _too_big(f"{what} result", len(obj) * 10, SANDBOX_MAX_STR)
+    elif isinstance(obj, (bytes, bytearray)) and len(obj) * 4 > SANDBOX_MAX_STR:
+        _too_big(f"{what} result", len(obj) * 4, SANDBOX_MAX_STR)
 
+
+def _repr_checked(fn: Callable[[Any], str]) -> Callable[[Any], str]:
     def call(obj: Any) -> str:
-        if type(obj) is str and len(obj) * factor > SANDBOX_MAX_STR and not obj.isascii():
-            _too_big(f"{fn.__name__}() result", len(obj) * factor, SANDBOX_MAX_STR)
-        elif isinstance(obj, (bytes, bytearray)) and len(obj) * 4 > SANDBOX_MAX_STR:
-            _too_big(f"{fn.__name__}() result", len(obj) * 4, SANDBOX_MAX_STR)
+        _check_repr_size(obj, f"{fn.__name__}()")
         return fn(obj)
 
     call.__name__ = fn.__name__
     return call
+
+
+_guarded_repr = _repr_checked(builtins.repr)
+_guarded_ascii = _repr_checked(builtins.ascii)
 
 
 # --- formatting -------------------------------------------------------------------------
@@ -245,6 +255,13 @@ class _SafeFormatter(string.Formatter):
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         return _format_(value, format_spec)
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion == "r":
+            return _guarded_repr(value)
+        if conversion == "a":
+            return _guarded_ascii(value)
+        return super().convert_field(value, conversion)
 
 
 _formatter = _SafeFormatter()
@@ -604,8 +621,10 @@ def safe_builtins() -> dict[str, Any]:
         divmod=_divmod,
         round=_round,
         hash=_hash,
-        repr=_repr_checked(builtins.repr, 10),
-        ascii=_repr_checked(builtins.ascii, 10),
+        repr=_guarded_repr,
+        ascii=_guarded_ascii,
+        _repr_=_guarded_repr,
+        _ascii_=_guarded_ascii,
         map=_map,
         filter=_filter,
         zip=_zip,

@@ -603,7 +603,11 @@ REDIS_KEYWORDS = frozenset(
 """Keyword arguments a fujsen may pass to redis-py commands: plain values only, no callbacks
 (``score_cast_func=``) and nothing that reaches the connection (``**options``)."""
 
-_PLAIN_SCALARS = (str, bytes, int, float, bool, type(None))
+_PLAIN_SCALARS = (
+    str, bytes, int, float, bool, type(None),
+    # immutable stdlib values whose methods no fujsen can override (no subclassing them)
+    _datetime.datetime, _datetime.date, _datetime.time, _datetime.timedelta, _uuid.UUID,
+)
 
 
 def plain(value: Any, depth: int = 0, count: list[int] | None = None) -> Any:

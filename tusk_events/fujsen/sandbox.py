@@ -186,8 +186,8 @@ class FujsenPolicy(RestrictingNodeTransformer):
             problem = check_printf(node.left.value)
             if problem:
                 self.violation(node, problem)
-            if "*" not in node.left.value:
-                return node  # a constant format without '*' widths was checked here
+            if not _printf_needs_values(node.left.value):
+                return node  # a constant format without '*' widths or %r/%a was checked here
         call = ast.Call(func=ast.Name(guard, ast.Load()), args=[node.left, node.right], keywords=[])
         return ast.copy_location(call, node)
 
@@ -229,6 +229,11 @@ class FujsenPolicy(RestrictingNodeTransformer):
 
     def visit_FormattedValue(self, node: ast.FormattedValue) -> ast.AST:
         node.value = self.visit(node.value)  # type: ignore[assignment]
+        if node.conversion in (114, 97):
+            # f"{s!r}" escapes each character of a long str up to 10x: the guarded repr/ascii
+            guard = "_repr_" if node.conversion == 114 else "_ascii_"
+            node.value = ast.copy_location(_call(guard, node.value), node.value)
+            node.conversion = -1
         spec = node.format_spec
         if spec is None:
             return node
@@ -478,6 +483,16 @@ class FujsenPolicy(RestrictingNodeTransformer):
 
     def visit_Delete(self, node: ast.Delete) -> ast.AST:
         return self.node_contents_visit(node)
+
+
+def _printf_needs_values(fmt: str) -> bool:
+    """Whether a constant %-format's safety depends on its values (``*`` widths, ``%r``/``%a``)."""
+    from tusk_events.fujsen.guards import printf_fields
+
+    return any(
+        b"*" in (w or b"") + (p or b"") or conv in (b"r", b"a")
+        for w, p, conv in printf_fields(fmt.encode("utf-8", "replace"))
+    )
 
 
 def _small_int(node: ast.expr, small_ints: frozenset[str]) -> bool:
