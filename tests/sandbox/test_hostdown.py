@@ -64,6 +64,9 @@ CALLBACKS = [
      "class M:\n    def keys(self):\n        while True:\n            pass\nreturn publish('t.x', {}, M())", RESOURCE),
     ("redis_kwargs_callback",
      "r = redis.from_url(event_bus)\nreturn r.zrange('k', 0, -1, withscores=True, score_cast_func=len)", RESOURCE),
+    ("generator_finally_at_host_gc",
+     "def g():\n    try:\n        yield 1\n    finally:\n        while True:\n            pass\n"
+     "x = g()\nnext(x)\nraise ValueError('done')", RESOURCE),
     ("redis_infinite_generator",
      "def g():\n    while True:\n        yield 'k'\nreturn redis.from_url(event_bus).mget(g())", RESOURCE),
 ]
