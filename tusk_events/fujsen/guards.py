@@ -521,9 +521,7 @@ def _hasattr(obj: Any, name: Any) -> bool:
     norm = unicodedata.normalize("NFKC", name)
     if norm.startswith("_") or norm in FORBIDDEN_ATTRIBUTES:
         return False
-    from tusk_events.fujsen.helpers import Facade
-
-    if isinstance(obj, Facade):
+    if _facades.base is not None and isinstance(obj, _facades.base):
         return norm in dir(builtins.type(obj))
     return builtins.hasattr(obj, name)
 
@@ -548,11 +546,28 @@ def _in_budget_() -> bool:
     return budget.state().active
 
 
+class _Facades:
+    """Set by ``helpers`` when it loads (it imports this module, so not the other way round)."""
+
+    base: type | None = None
+    importer: Callable[[str, str | None], Any] | None = None
+
+
+_facades = _Facades()
+
+
+def register_facades(base: type, importer: Callable[[str, str | None], Any]) -> None:
+    _facades.base = base
+    _facades.importer = importer
+
+
 def _import_(module: str, name: str | None = None) -> Any:
     """What ``import X`` / ``from X import name`` binds in a fujsen: a facade or its member."""
-    from tusk_events.fujsen.helpers import import_facade
-
-    return import_facade(module, name)
+    importer = _facades.importer
+    if importer is None:
+        violate(f"import of '{module}' is not available here")
+        raise AssertionError  # violate() raised
+    return importer(module, name)
 
 
 # C code (datetime.strptime, strftime) imports through the builtins of the running frame

@@ -21,7 +21,7 @@ from typing import Any
 
 from tusk_events.defaults import MAX_CLIENTS_PER_TSK
 from tusk_events.fujsen import budget
-from tusk_events.fujsen.guards import Violation, violate
+from tusk_events.fujsen.guards import Violation, register_facades, violate
 
 
 class Facade:
@@ -564,6 +564,9 @@ def import_facade(module: str, name: str | None = None) -> Any:
     if name is None:
         return facade
     return getattr(facade, name)  # a missing name is a violation naming what is offered
+
+
+register_facades(Facade, import_facade)
 
 # --- redis ----------------------------------------------------------------------------------
 
