@@ -399,7 +399,7 @@ def _re2() -> Any:
     try:
         import re2
     except ImportError:
-        violate("the re helper needs google-re2: pip install 'tusk_events[re2]'")
+        violate("the re helper needs google-re2 (a dependency of tusk_events): pip install google-re2")
     return re2
 
 
