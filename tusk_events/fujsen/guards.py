@@ -3,6 +3,10 @@
 Work that runs inside C cannot be interrupted by the time budget (``"a" * 10**10`` is one
 ``memset``), so its size is checked *before* it starts. The limits are generous for real
 event code and far below what would hurt the host; each is named in ``defaults.py``.
+
+The module is long on purpose: it is the run-time half of the policy in ``sandbox.py`` (every
+``_name_`` the policy emits is defined here, next to the builtins it replaces), and a reviewer
+checking that a C-level operation is closed needs to see all of its paths in one place.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ rewritten into guard calls (``guards.py``):
 
 Everything else is refused with a :class:`SandboxViolation` that names the construct and its
 ``.tsk`` line, at load time, even in code that never runs.
+
+The module is long on purpose: the whole compile-time policy (what is refused, what is
+rewritten into which guard, and the small-value proofs that let ordinary loops skip guards)
+reads as one unit; splitting it would hide a rewrite from the rule it depends on.
 """
 
 from __future__ import annotations
