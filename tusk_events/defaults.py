@@ -42,6 +42,21 @@ SANDBOX_MAX_INT_BITS = 1 << 20
 SANDBOX_MAX_POWMOD_BITS = 8192
 """Largest exponent or modulus of a three-argument pow() (enough for RSA-size arithmetic)."""
 
+SANDBOX_MAX_DIV_WORK = 1 << 36
+"""Largest bits(dividend) x bits(divisor) of an integer //, % or divmod (quadratic in C, ~0.3 s)."""
+
+SANDBOX_MAX_ISQRT_BITS = 1 << 18
+"""Largest argument of math.isqrt (it divides repeatedly in C)."""
+
+SANDBOX_MAX_SCAN = 1 << 30
+"""Largest character comparisons one count() may make in C (items x length of what is counted)."""
+
+SANDBOX_MAX_RANGE_BITS = 62
+"""Largest bound of range(): its elements stay machine-sized, so products of them stay small."""
+
+SANDBOX_MAX_NESTING = 10_000
+"""Deepest nesting of tuples hash() walks before refusing (C recursion has no limit there)."""
+
 SANDBOX_MAX_WIDTH = 100_000
 """Largest field width or precision in a format spec."""
 

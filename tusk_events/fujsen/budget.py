@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -53,12 +54,15 @@ def _clear_pending(thread_id: int) -> None:
     _clear_async_exc(thread_id, None)
 
 
+_CLEAN: tuple[bool, bool, str | None] = (False, False, None)
+
+
 class CallState:
     """The budget of the fujsen call running in one thread (one object per thread, reused)."""
 
     __slots__ = (
         "thread_id", "lock", "active", "deadline", "paused", "fired", "timed_out",
-        "memory_exceeded", "violation", "rss0", "printed", "depth",
+        "memory_exceeded", "violation", "rss0", "printed", "depth", "last_outcome",
     )
 
     def __init__(self, thread_id: int) -> None:
@@ -74,6 +78,7 @@ class CallState:
         self.rss0: int | None = None
         self.printed = 0
         self.depth = 0
+        self.last_outcome: tuple[bool, bool, str | None] = _CLEAN
 
     def begin(self, budget_s: float) -> tuple[Any, ...] | None:
         """Start a call; returns what a nested call must restore, or None for an outer one.
@@ -98,34 +103,52 @@ class CallState:
             _ensure_watchdog()
         return None
 
-    def end(self, saved: tuple[Any, ...] | None) -> tuple[bool, bool, str | None]:
+    def finish(self, saved: tuple[Any, ...] | None, depth: int) -> tuple[bool, bool, str | None]:
+        """``end`` that an interrupt landing in the caller's bookkeeping cannot break.
+
+        ``depth`` is ``self.depth`` right after ``begin``: ``end`` is idempotent for it, so
+        when an interrupt arrives before or just after it ran, running it again is right.
+        """
+        while True:
+            try:
+                return self.end(saved, depth)
+            except Interrupt:
+                continue
+
+    def end(self, saved: tuple[Any, ...] | None, depth: int | None = None) -> tuple[bool, bool, str | None]:
         """Finish a call; returns (timed_out, memory_exceeded, violation) for the caller."""
         with self.lock:
-            self.depth -= 1
-            if saved is None:
-                self.active = False
-                self.rss0 = None
-                self.printed = 0
-                if not (self.timed_out or self.memory_exceeded or self.violation or self.fired):
-                    return _CLEAN
-                outcome = (self.timed_out, self.memory_exceeded, self.violation)
-                if self.fired:
-                    _clear_pending(self.thread_id)
-                self.timed_out = self.memory_exceeded = self.fired = False
-                self.violation = None
-                self.paused = 0
-                return outcome
-            # nested call: its outcome goes to the host code that called it; the outer
-            # call resumes with its own state
+            if depth is not None and self.depth < depth:
+                return self.last_outcome  # this call already ended (a retry)
+            self.last_outcome = outcome = self._end(saved)
+            return outcome
+
+    def _end(self, saved: tuple[Any, ...] | None) -> tuple[bool, bool, str | None]:
+        # caller holds self.lock
+        self.depth -= 1
+        if saved is None:
+            self.active = False
+            self.rss0 = None
+            self.printed = 0
+            if not (self.timed_out or self.memory_exceeded or self.violation or self.fired):
+                return _CLEAN
             outcome = (self.timed_out, self.memory_exceeded, self.violation)
             if self.fired:
                 _clear_pending(self.thread_id)
-            (self.deadline, self.timed_out, self.memory_exceeded, self.violation, self.fired,
-             self.paused) = saved
+            self.timed_out = self.memory_exceeded = self.fired = False
+            self.violation = None
+            self.paused = 0
             return outcome
+        # nested call: its outcome goes to the host code that called it; the outer
+        # call resumes with its own state
+        outcome = (self.timed_out, self.memory_exceeded, self.violation)
+        if self.fired:
+            _clear_pending(self.thread_id)
+        (self.deadline, self.timed_out, self.memory_exceeded, self.violation, self.fired,
+         self.paused) = saved
+        return outcome
 
 
-_CLEAN: tuple[bool, bool, str | None] = (False, False, None)
 _local = threading.local()
 _states: dict[int, CallState] = {}
 _states_lock = threading.Lock()
@@ -153,7 +176,8 @@ def record_violation(message: str) -> None:
 def record_print(text: str) -> None:
     st = state()
     if st.printed < SANDBOX_MAX_PRINT:
-        log.info("fujsen print: %s", text.rstrip("\n")[: SANDBOX_MAX_PRINT - st.printed])
+        # logging takes handler locks: no interrupt may land while one is held (the time counts)
+        shielded(log.info, "fujsen print: %s", text.rstrip("\n")[: SANDBOX_MAX_PRINT - st.printed])
     st.printed += len(text)
 
 
@@ -183,6 +207,29 @@ def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with st.lock:
             st.paused -= 1
             st.deadline += time.monotonic() - t0
+
+
+def shielded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run host code from a fujsen with no interrupt landing inside it; its time still counts."""
+    st = state()
+    if not st.active:
+        return fn(*args, **kwargs)
+    with st.lock:
+        if st.fired:
+            _clear_pending(st.thread_id)
+            raise Interrupt()
+        st.paused += 1
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        with st.lock:
+            st.paused -= 1
+    if time.monotonic() >= st.deadline:
+        # a loop spending its time in here is never seen running fujsen code: stop it here
+        with st.lock:
+            st.timed_out = True
+        raise Interrupt()
+    return result
 
 
 # --- the watchdog -------------------------------------------------------------------------
@@ -227,8 +274,20 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
+HOST_FILES: set[str] = {__file__, logging.__file__, threading.__file__}
+"""Source files of host code an interrupt must never land in (the executor adds its own):
+while the thread's innermost Python frame is in one of them, the watchdog waits a tick."""
+
+
+def _in_host_code(thread_id: int) -> bool:
+    frame = sys._current_frames().get(thread_id)
+    return frame is not None and frame.f_code.co_filename in HOST_FILES
+
+
 def _fire(st: CallState) -> None:
     """Send the interrupt (caller holds st.lock)."""
+    if _in_host_code(st.thread_id):
+        return  # bookkeeping or logging: try again next tick, when it is back in the fujsen
     st.fired = True
     st.deadline = time.monotonic() + FUJSEN_TIMEOUT_GRACE_S
     _set_async_exc(st.thread_id, Interrupt)
@@ -269,4 +328,4 @@ def _prune() -> None:
             del _states[tid]
 
 
-__all__ = ["CallState", "Interrupt", "blocking", "record_violation", "remaining", "state"]
+__all__ = ["CallState", "Interrupt", "blocking", "record_violation", "remaining", "shielded", "state"]

@@ -3,29 +3,38 @@
 Work that runs inside C cannot be interrupted by the time budget (``"a" * 10**10`` is one
 ``memset``), so its size is checked *before* it starts. The limits are generous for real
 event code and far below what would hurt the host; each is named in ``defaults.py``.
+
+The module is long on purpose: it is the run-time half of the policy in ``sandbox.py`` (every
+``_name_`` the policy emits is defined here, next to the builtins it replaces), and a reviewer
+checking that a C-level operation is closed needs to see all of its paths in one place.
 """
 
 from __future__ import annotations
 
 import _string  # the parser str.format itself uses
 import builtins
+import collections
 import re
 import string
 import unicodedata
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from tusk_events.defaults import (
+    SANDBOX_MAX_DIV_WORK,
     SANDBOX_MAX_INT_BITS,
     SANDBOX_MAX_ITEMS,
+    SANDBOX_MAX_NESTING,
     SANDBOX_MAX_POWMOD_BITS,
     SANDBOX_MAX_PRINT,
+    SANDBOX_MAX_RANGE_BITS,
+    SANDBOX_MAX_SCAN,
     SANDBOX_MAX_STR,
     SANDBOX_MAX_WIDTH,
 )
 from tusk_events.fujsen.policy import FORBIDDEN_ATTRIBUTES
 
-_SEQ = (str, bytes, bytearray, list, tuple)
+_SEQ = (str, bytes, bytearray, list, tuple, collections.deque)
 _STRINGS = (str, bytes, bytearray)
 
 
@@ -41,7 +50,7 @@ class Violation(BaseException):
         self.message = message
 
 
-def violate(message: str) -> None:
+def violate(message: str) -> NoReturn:
     from tusk_events.fujsen import budget
 
     budget.record_violation(message)
@@ -98,13 +107,23 @@ def _lshift_(a: Any, b: Any) -> Any:
     return a << b
 
 
-_PRINTF = re.compile(rb"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_PRINTF = re.compile(rb"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)?", re.S)
+
+
+def printf_fields(fmt: bytes) -> list[tuple[bytes | None, bytes | None, bytes | None]]:
+    """(width, precision, conversion) of each %-conversion; ``%%`` is skipped."""
+    out = []
+    for m in _PRINTF.finditer(fmt):
+        if m.group(3) == b"%" and m.end() - m.start() == 2:
+            continue
+        out.append((m.group(1), m.group(2), m.group(3)))
+    return out
 
 
 def check_printf(fmt: str) -> str | None:
     """The problem with a constant %-format (a width or precision over the limit), or None."""
-    for m in _PRINTF.finditer(fmt.encode("utf-8", "replace")):
-        for part in m.groups():
+    for width, prec, _conv in printf_fields(fmt.encode("utf-8", "replace")):
+        for part in (width, prec):
             if part and part != b"*" and int(part) > SANDBOX_MAX_WIDTH:
                 return f"format width {int(part):,} exceeds the sandbox limit of {SANDBOX_MAX_WIDTH:,}"
     return None
@@ -113,18 +132,94 @@ def check_printf(fmt: str) -> str | None:
 def _mod_(a: Any, b: Any) -> Any:
     if isinstance(a, _STRINGS):
         fmt = a.encode("utf-8", "replace") if isinstance(a, str) else bytes(a)
-        star = False
-        for m in _PRINTF.finditer(fmt):
-            for part in m.groups():
+        values = b if isinstance(b, tuple) else (b,)
+        pos = 0
+        for width, prec, conv in printf_fields(fmt):
+            at = pos + (width == b"*") + (prec == b"*")
+            if conv in (b"r", b"a") and not isinstance(b, dict) and at < len(values):
+                _check_repr_size(values[at], "%" + conv.decode())
+            for part in (width, prec):
                 if part == b"*":
-                    star = True
+                    # the star takes the next value as the width: only that value is checked
+                    v = values[pos] if pos < len(values) else None
+                    if type(v) is int and abs(v) > SANDBOX_MAX_WIDTH:
+                        _too_big("format width", abs(v), SANDBOX_MAX_WIDTH)
+                    pos += 1
                 elif part and int(part) > SANDBOX_MAX_WIDTH:
                     _too_big("format width", int(part), SANDBOX_MAX_WIDTH)
-        if star:
-            for v in b if isinstance(b, tuple) else (b,):
-                if type(v) is int and abs(v) > SANDBOX_MAX_WIDTH:
-                    _too_big("format width", abs(v), SANDBOX_MAX_WIDTH)
+            pos += 1
+    elif type(a) is int and type(b) is int:
+        _check_division(a, b)
     return a % b
+
+
+def _check_division(a: int, b: int) -> None:
+    work = a.bit_length() * b.bit_length()
+    if work > SANDBOX_MAX_DIV_WORK and b.bit_length() > 64:
+        _too_big("integer division (bits x bits)", work, SANDBOX_MAX_DIV_WORK)
+
+
+def _floordiv_(a: Any, b: Any) -> Any:
+    if type(a) is int and type(b) is int:
+        _check_division(a, b)
+    return a // b
+
+
+def _divmod(a: Any, b: Any) -> Any:
+    if type(a) is int and type(b) is int:
+        _check_division(a, b)
+    return builtins.divmod(a, b)
+
+
+def _round(number: Any, ndigits: Any = None) -> Any:
+    if ndigits is None:
+        return builtins.round(number)
+    if type(number) is int and type(ndigits) is int and ndigits < 0:
+        # round(x, -n) builds 10**n in C: when that dwarfs x the answer is 0 anyway
+        if -ndigits > number.bit_length() * 0.302 + 2:
+            return 0
+    return builtins.round(number, ndigits)
+
+
+def _hash(obj: Any) -> int:
+    """hash() of nested tuples recurses in C with no depth check: refuse very deep ones."""
+    if type(obj) is tuple:
+        _check_nesting(obj)
+    return builtins.hash(obj)
+
+
+def _check_nesting(obj: tuple[Any, ...]) -> None:
+    stack = [(obj, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if depth > SANDBOX_MAX_NESTING:
+            violate(f"tuple nested deeper than {SANDBOX_MAX_NESTING:,} levels")
+        seen += 1
+        if seen > SANDBOX_MAX_ITEMS:
+            return
+        stack.extend((x, depth + 1) for x in item if type(x) is tuple)
+
+
+def _check_repr_size(obj: Any, what: str) -> None:
+    """repr/ascii escape each character of a str up to 10x (``\\U000e0001``), of bytes 4x."""
+    if type(obj) is str and len(obj) * 10 > SANDBOX_MAX_STR and not obj.isascii():
+        _too_big(f"{what} result", len(obj) * 10, SANDBOX_MAX_STR)
+    elif isinstance(obj, (bytes, bytearray)) and len(obj) * 4 > SANDBOX_MAX_STR:
+        _too_big(f"{what} result", len(obj) * 4, SANDBOX_MAX_STR)
+
+
+def _repr_checked(fn: Callable[[Any], str]) -> Callable[[Any], str]:
+    def call(obj: Any) -> str:
+        _check_repr_size(obj, f"{fn.__name__}()")
+        return fn(obj)
+
+    call.__name__ = fn.__name__
+    return call
+
+
+_guarded_repr = _repr_checked(builtins.repr)
+_guarded_ascii = _repr_checked(builtins.ascii)
 
 
 # --- formatting -------------------------------------------------------------------------
@@ -165,16 +260,38 @@ class _SafeFormatter(string.Formatter):
     def format_field(self, value: Any, format_spec: str) -> Any:
         return _format_(value, format_spec)
 
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion == "r":
+            return _guarded_repr(value)
+        if conversion == "a":
+            return _guarded_ascii(value)
+        return super().convert_field(value, conversion)
+
 
 _formatter = _SafeFormatter()
+_FUNCTION_TYPES = (builtins.type(_format_), builtins.type(len), builtins.type(lambda: 0))
+
+
+_UNBOUND_OWNERS = (str, bytes, bytearray, int, list, tuple)
 
 
 def _guarded_method(obj: Any, name: str) -> Callable[..., Any]:
-    if obj is str and name in ("format", "format_map"):
-        # the unbound method, e.g. map(str.format, templates, values)
-        if name == "format":
-            return lambda s, *a, **k: _guarded_method(s, "format")(*a, **k)
-        return lambda s, mapping: _guarded_method(s, "format_map")(mapping)
+    if isinstance(obj, _Proxy):
+        obj = obj._real
+    if obj in _UNBOUND_OWNERS:
+        if name == "from_bytes" and obj is int:
+            return _from_bytes
+        if name != "maketrans" and hasattr(obj, name):
+            # the unbound method, e.g. map(str.format, templates) or str.ljust(s, n): the
+            # guard of the bound method applies to the instance it is called on
+            owner = obj
+
+            def unbound(self: Any, *a: Any, **k: Any) -> Any:
+                if not isinstance(self, owner):
+                    raise TypeError(f"descriptor '{name}' requires a '{owner.__name__}' object")
+                return _guarded_method(self, name)(*a, **k)
+
+            return unbound
     method = builtins.getattr(obj, name)
     if name == "format" and isinstance(obj, str):
         return lambda *a, **k: _formatter.vformat(obj, a, k)
@@ -208,6 +325,42 @@ def _guarded_method(obj: Any, name: str) -> Callable[..., Any]:
             return method(old, new, count)
 
         return replace
+    if name == "to_bytes" and type(obj) is int:
+
+        def to_bytes(length: Any = 1, *rest: Any, **kw: Any) -> Any:
+            if type(length) is int and length > SANDBOX_MAX_STR:
+                _too_big("to_bytes length", length, SANDBOX_MAX_STR)
+            return method(length, *rest, **kw)
+
+        return to_bytes
+    if name == "translate" and isinstance(obj, str):
+
+        def translate(table: Any) -> Any:
+            if isinstance(table, dict):
+                grow = max((len(v) for v in table.values() if isinstance(v, str)), default=1)
+                if len(obj) * grow > SANDBOX_MAX_STR:
+                    _too_big("translate result", len(obj) * grow, SANDBOX_MAX_STR)
+            elif not isinstance(table, (str, bytes, bytearray)) and len(obj) > SANDBOX_MAX_STR // 16:
+                violate("str.translate with a lookup object on a long string: use a dict")
+            return method(table)
+
+        return translate
+    if name == "count" and isinstance(obj, (list, tuple)):
+
+        def count(value: Any) -> Any:
+            if isinstance(value, _STRINGS) and len(obj) * len(value) > SANDBOX_MAX_SCAN:
+                _too_big("count() comparisons", len(obj) * len(value), SANDBOX_MAX_SCAN)
+            return method(value)
+
+        return count
+    if name == "count" and isinstance(obj, _STRINGS):
+
+        def count_sub(sub: Any, *rest: Any) -> Any:
+            if isinstance(sub, _STRINGS) and len(obj) * min(len(sub), 100) > SANDBOX_MAX_SCAN:
+                _too_big("count() comparisons", len(obj) * min(len(sub), 100), SANDBOX_MAX_SCAN)
+            return method(sub, *rest)
+
+        return count_sub
     if name == "join" and isinstance(obj, _STRINGS):
 
         def join(items: Iterable[Any]) -> Any:
@@ -221,6 +374,25 @@ def _guarded_method(obj: Any, name: str) -> Callable[..., Any]:
 
         return join
     return method
+
+
+def _from_bytes(data: Any, *rest: Any, **kw: Any) -> int:
+    if isinstance(data, (bytes, bytearray)) and len(data) * 8 > SANDBOX_MAX_INT_BITS:
+        _too_big("int.from_bytes input (bits)", len(data) * 8, SANDBOX_MAX_INT_BITS)
+    if not isinstance(data, (bytes, bytearray)):
+        data = bytes(_iter_limited(data))
+        if len(data) * 8 > SANDBOX_MAX_INT_BITS:
+            _too_big("int.from_bytes input (bits)", len(data) * 8, SANDBOX_MAX_INT_BITS)
+    return int.from_bytes(data, *rest, **kw)
+
+
+def _iter_limited(items: Any) -> list[Any]:
+    out = []
+    for x in items:
+        out.append(x)
+        if len(out) > SANDBOX_MAX_STR:
+            _too_big("sequence", len(out), SANDBOX_MAX_STR)
+    return out
 
 
 def _attr_(obj: Any, name: str) -> Any:
@@ -239,6 +411,10 @@ def _write_(obj: Any) -> Any:
 
 
 def _range(*args: int) -> range:
+    for a in args:
+        # machine-sized bounds keep products of loop variables small (the policy relies on it)
+        if type(a) is int and a.bit_length() > SANDBOX_MAX_RANGE_BITS:
+            _too_big("range bound (bits)", a.bit_length(), SANDBOX_MAX_RANGE_BITS)
     try:
         r = builtins.range(*args)
         n = len(r)
@@ -266,14 +442,145 @@ def _call_until(fn: Callable[[], Any], sentinel: Any) -> Any:
         yield value
 
 
-def _bytes_like(factory: type) -> Callable[..., Any]:
-    def make(*args: Any, **kwargs: Any) -> Any:
-        if args and type(args[0]) is int and args[0] > SANDBOX_MAX_STR:
-            _too_big(factory.__name__, args[0], SANDBOX_MAX_STR)
-        return factory(*args, **kwargs)
+class _Proxy:
+    """A builtin class as a fujsen sees it: calls are size-checked, everything else is the class.
 
-    make.__name__ = factory.__name__
-    return make
+    ``isinstance(v, (bytes, bytearray))``, ``bytes.fromhex(...)`` and ``issubclass`` behave as
+    with the real class (Python asks the proxy through ``__instancecheck__``).
+    """
+
+    __slots__ = ("_real",)
+
+    def __init__(self, real: type) -> None:
+        object.__setattr__(self, "_real", real)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args and type(args[0]) is int and args[0] > SANDBOX_MAX_STR:
+            _too_big(self._real.__name__, args[0], SANDBOX_MAX_STR)
+        return self._real(*args, **kwargs)
+
+    def __instancecheck__(self, obj: Any) -> bool:
+        return isinstance(obj, self._real)
+
+    def __subclasscheck__(self, cls: Any) -> bool:
+        return issubclass(cls._real if isinstance(cls, _Proxy) else cls, self._real)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._real, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        violate(f"setting attributes on {self._real.__name__} is not allowed")
+
+    def __eq__(self, other: Any) -> bool:
+        return other is self or other is self._real
+
+    def __hash__(self) -> int:
+        return hash(self._real)
+
+    def __repr__(self) -> str:
+        return repr(self._real)
+
+
+def _bytes_like(factory: type) -> Any:
+    return _Proxy(factory)
+
+
+def _map(fn: Any, *iterables: Any) -> Any:
+    """map() as a generator: nested ones recurse through Python frames, which have a limit."""
+    yield from builtins.map(fn, *iterables)
+
+
+def _filter(fn: Any, iterable: Any) -> Any:
+    yield from builtins.filter(fn, iterable)
+
+
+def _zip(*iterables: Any, strict: bool = False) -> Any:
+    yield from builtins.zip(*iterables, strict=strict)
+
+
+def _enumerate(iterable: Any, start: int = 0) -> Any:
+    yield from builtins.enumerate(iterable, start)
+
+
+def _name_(obj: Any) -> str:
+    """``x.__name__``: the name of a function or class, nothing else."""
+    if isinstance(obj, _Proxy):
+        obj = obj._real
+    name = builtins.getattr(obj, "__name__", None) if isinstance(obj, (type, _FUNCTION_TYPES)) else None
+    if not isinstance(name, str):
+        raise AttributeError(f"'{builtins.type(obj).__name__}' object has no attribute '__name__'")
+    return name
+
+
+def _typename_(obj: Any) -> str:
+    """``type(x).__name__`` / ``x.__class__.__name__``."""
+    return builtins.type(obj).__name__
+
+
+def _hasattr(obj: Any, name: Any) -> bool:
+    if not isinstance(name, str):
+        raise TypeError("hasattr(): attribute name must be string")
+    norm = unicodedata.normalize("NFKC", name)
+    if norm.startswith("_") or norm in FORBIDDEN_ATTRIBUTES:
+        return False
+    if _facades.base is not None and isinstance(obj, _facades.base):
+        return norm in dir(builtins.type(obj))
+    return builtins.hasattr(obj, name)
+
+
+def _super_(cls: Any, obj: Any) -> Any:
+    if not (isinstance(cls, type) and getattr(cls, "__tusk_sandbox_class__", False) and isinstance(obj, cls)):
+        violate("super() is only available in methods of the fujsen's own classes")
+    return builtins.super(cls, obj)
+
+
+def _augitem_(container: Any, key: Any, op: Callable[[Any, Any], Any], value: Any) -> None:
+    container[key] = op(container[key], value)
+
+
+def _augattr_(obj: Any, name: str, op: Callable[[Any, Any], Any], value: Any) -> None:
+    builtins.setattr(obj, name, op(builtins.getattr(obj, name), value))
+
+
+def _in_budget_() -> bool:
+    from tusk_events.fujsen import budget
+
+    return budget.state().active
+
+
+class _Facades:
+    """Set by ``helpers`` when it loads (it imports this module, so not the other way round)."""
+
+    base: type | None = None
+    importer: Callable[[str, str | None], Any] | None = None
+
+
+_facades = _Facades()
+
+
+def register_facades(base: type, importer: Callable[[str, str | None], Any]) -> None:
+    _facades.base = base
+    _facades.importer = importer
+
+
+def _import_(module: str, name: str | None = None) -> Any:
+    """What ``import X`` / ``from X import name`` binds in a fujsen: a facade or its member."""
+    importer = _facades.importer
+    if importer is None:
+        violate(f"import of '{module}' is not available here")
+    return importer(module, name)
+
+
+# C code (datetime.strptime, strftime) imports through the builtins of the running frame
+_C_IMPORTS = frozenset({"_strptime", "time", "datetime", "_datetime", "locale", "calendar", "unicodedata"})
+
+
+def _c_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+    if level == 0 and name in _C_IMPORTS:
+        return builtins.__import__(name, None, None, fromlist, 0)
+    raise ImportError(f"import of '{name}' is not available in fujsen")
 
 
 def _pow_builtin(base: Any, exp: Any, mod: Any = None) -> Any:
@@ -329,6 +636,27 @@ def safe_builtins() -> dict[str, Any]:
         bytearray=_bytes_like(bytearray),
         pow=_pow_builtin,
         format=_format_,
+        divmod=_divmod,
+        round=_round,
+        hash=_hash,
+        repr=_guarded_repr,
+        ascii=_guarded_ascii,
+        _repr_=_guarded_repr,
+        _ascii_=_guarded_ascii,
+        map=_map,
+        filter=_filter,
+        zip=_zip,
+        enumerate=_enumerate,
+        hasattr=_hasattr,
+        _floordiv_=_floordiv_,
+        _name_=_name_,
+        _typename_=_typename_,
+        _super_=_super_,
+        _augitem_=_augitem_,
+        _augattr_=_augattr_,
+        _in_budget_=_in_budget_,
+        _import_=_import_,
+        __import__=_c_import,
         _mul_=_mul_,
         _pow_=_pow_,
         _lshift_=_lshift_,

@@ -9,6 +9,8 @@ what is available. Calls that wait on the outside world (Redis, SQL) run through
 
 from __future__ import annotations
 
+import collections as _collections
+import collections.abc
 import datetime as _datetime
 import hashlib as _hashlib
 import json as _json
@@ -19,34 +21,10 @@ import uuid as _uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from tusk_events.defaults import MAX_CLIENTS_PER_TSK
-from tusk_events.fujsen import budget
-from tusk_events.fujsen.guards import Violation, violate
-
-
-class Facade:
-    """Base of every helper: immutable, and explicit about what it offers."""
-
-    __slots__ = ()
-    helper_name = "helper"
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        violate(f"modifying the injected helper '{self.helper_name}' is not allowed")
-
-    def __delattr__(self, key: str) -> None:
-        violate(f"modifying the injected helper '{self.helper_name}' is not allowed")
-
-    def __getattr__(self, key: str) -> Any:
-        offered = ", ".join(sorted(n for n in dir(type(self)) if not n.startswith("_") and n != "helper_name"))
-        violate(f"'{self.helper_name}' offers no '{key}' in fujsen (it offers: {offered})")
-
-    def __repr__(self) -> str:
-        return f"<tusk_events {self.helper_name} helper>"
-
-
-def _static(fn: Callable[..., Any]) -> Any:
-    return staticmethod(fn)
-
+from tusk_events.defaults import MAX_CLIENTS_PER_TSK, SANDBOX_MAX_ITEMS
+from tusk_events.fujsen import budget, stdlib
+from tusk_events.fujsen.facade import Facade, _static
+from tusk_events.fujsen.guards import Violation, register_facades, violate
 
 # --- json, time, math, datetime, uuid, hashlib ---------------------------------------------
 
@@ -54,6 +32,11 @@ def _static(fn: Callable[..., Any]) -> Any:
 def _dumps(obj: Any, *, indent: Any = None, **kwargs: Any) -> str:
     if isinstance(indent, int) and indent > 64 or isinstance(indent, str) and len(indent) > 64:
         violate("json.dumps indent larger than 64 is not allowed")
+    seps = kwargs.get("separators")
+    if seps is not None and (
+        not isinstance(seps, (tuple, list)) or any(not isinstance(x, str) or len(x) > 64 for x in seps)
+    ):
+        violate("json.dumps separators must be two strings of at most 64 characters")
     kwargs.pop("cls", None)
     return _json.dumps(obj, indent=indent, **kwargs)
 
@@ -113,6 +96,14 @@ def _bounded(name: str, fn: Callable[..., Any], limit: int) -> Callable[..., Any
     return call
 
 
+def _isqrt(n: Any) -> int:
+    from tusk_events.defaults import SANDBOX_MAX_ISQRT_BITS
+
+    if type(n) is int and n.bit_length() > SANDBOX_MAX_ISQRT_BITS:
+        violate(f"math.isqrt argument of {n.bit_length():,} bits exceeds {SANDBOX_MAX_ISQRT_BITS:,}")
+    return _math.isqrt(n)
+
+
 def _prod(iterable: Iterable[Any], *, start: Any = 1) -> Any:
     from tusk_events.fujsen.guards import _mul_
 
@@ -124,7 +115,7 @@ def _prod(iterable: Iterable[Any], *, start: Any = 1) -> Any:
 
 _MATH_PLAIN = (
     "acos acosh asin asinh atan atan2 atanh ceil copysign cos cosh degrees dist erf erfc exp "
-    "expm1 fabs floor fmod frexp fsum gamma gcd hypot isclose isfinite isinf isnan isqrt ldexp "
+    "expm1 fabs floor fmod frexp fsum gamma gcd hypot isclose isfinite isinf isnan ldexp "
     "lgamma log log10 log1p log2 modf nextafter radians remainder sin sinh sqrt tan tanh trunc ulp"
 ).split()
 
@@ -134,6 +125,7 @@ class MathHelper(Facade):
     helper_name = "math"
     locals().update({n: staticmethod(getattr(_math, n)) for n in _MATH_PLAIN})
     pow = _static(_math.pow)
+    isqrt = _static(_isqrt)
     factorial = _static(_bounded("factorial", _math.factorial, 20_000))
     comb = _static(_bounded("comb", _math.comb, 100_000))
     perm = _static(_bounded("perm", _math.perm, 100_000))
@@ -190,6 +182,28 @@ DATETIME = DatetimeHelper()
 UUID = UuidHelper()
 HASHLIB = HashlibHelper()
 
+_FACADES: dict[str, Facade] = {
+    "json": JSON, "time": TIME, "math": MATH, "datetime": DATETIME, "uuid": UUID, "hashlib": HASHLIB,
+    "re": stdlib.ReHelper(), "random": stdlib.RandomHelper(), "secrets": stdlib.SecretsHelper(),
+    "base64": stdlib.Base64Helper(), "statistics": stdlib.StatisticsHelper(), "html": stdlib.HtmlHelper(),
+    "urllib": stdlib.UrllibHelper(), "urllib.parse": stdlib.URL_PARSE,
+    "collections": stdlib.CollectionsHelper(), "functools": stdlib.FunctoolsHelper(),
+    "string": stdlib.StringHelper(),
+}
+
+
+def import_facade(module: str, name: str | None = None) -> Any:
+    """What ``import module`` (or ``from module import name``) binds in a fujsen."""
+    facade = _FACADES.get(module)
+    if facade is None:
+        violate(f"import of '{module}' is not allowed in fujsen")
+    if name is None:
+        return facade
+    return getattr(facade, name)  # a missing name is a violation naming what is offered
+
+
+register_facades(Facade, import_facade)
+
 # --- redis ----------------------------------------------------------------------------------
 
 REDIS_COMMANDS = frozenset(
@@ -216,6 +230,70 @@ PUBSUB_METHODS = frozenset(
 )
 
 
+REDIS_KEYWORDS = frozenset(
+    """
+    ex px exat pxat nx xx keepttl get ch incr gt lt withscores desc start end num byscore bylex rev
+    offset count match block noack id maxlen approximate minid limit streams groupname consumername
+    min idle_time idle justid mkstream entries_read name fields mapping items amount value timeout
+    src dst source destination where refvalue pivot position index pos keys key channel message
+    pattern type wherefrom whereto min_idle_time max
+    """.split()
+)
+"""Keyword arguments a fujsen may pass to redis-py commands: plain values only, no callbacks
+(``score_cast_func=``) and nothing that reaches the connection (``**options``)."""
+
+_PLAIN_SCALARS = (
+    str, bytes, int, float, bool, type(None),
+    # immutable stdlib values whose methods no fujsen can override (no subclassing them)
+    _datetime.datetime, _datetime.date, _datetime.time, _datetime.timedelta, _uuid.UUID,
+)
+
+
+def plain(value: Any, depth: int = 0, count: list[int] | None = None) -> Any:
+    """``value`` as plain data, built *before* host code sees it.
+
+    Helpers hand their arguments to host libraries (redis-py calls ``.items()``, iterates,
+    encodes): with fujsen objects that would run fujsen code without the clock. Iterables are
+    drained here, inside the budget; anything else is a TypeError.
+    """
+    count = count if count is not None else [0]
+    count[0] += 1
+    if count[0] > SANDBOX_MAX_ITEMS:
+        violate(f"helper arguments hold more than {SANDBOX_MAX_ITEMS:,} items")
+    t = type(value)
+    if t in _PLAIN_SCALARS:
+        return value
+    if depth > 16:
+        raise TypeError("helper arguments nested deeper than 16 levels")
+    if t is bytearray:
+        return bytes(value)
+    if isinstance(value, dict):
+        return {plain(k, depth + 1, count): plain(v, depth + 1, count) for k, v in dict.items(value)}
+    if t is tuple:
+        return tuple(plain(v, depth + 1, count) for v in value)
+    if isinstance(value, (list, tuple, set, frozenset)) or _is_iterator(value):
+        return [plain(v, depth + 1, count) for v in value]
+    raise TypeError(
+        f"helper arguments must be plain data (str, bytes, numbers, lists, dicts), not {t.__name__}"
+    )
+
+
+def _is_iterator(value: Any) -> bool:
+    import types
+
+    return isinstance(value, (types.GeneratorType, _collections.abc.Iterator, dict().keys().__class__,
+                              dict().values().__class__, dict().items().__class__))
+
+
+def _plain_call(method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    for key in kwargs:
+        if key not in REDIS_KEYWORDS:
+            violate(f"the redis helper does not take the keyword '{key}' in fujsen")
+    args = plain(args)
+    kwargs = {k: plain(v) for k, v in kwargs.items()}
+    return budget.blocking(method, *args, **kwargs)
+
+
 class _Commands(Facade):
     """Shared by the client and its pipeline: the allowlisted commands, run via `blocking`."""
 
@@ -231,7 +309,7 @@ class _Commands(Facade):
             method = getattr(self._target, key)
 
             def command(*args: Any, **kwargs: Any) -> Any:
-                return budget.blocking(method, *args, **kwargs)
+                return _plain_call(method, args, kwargs)
 
             command.__name__ = key
             return command
@@ -248,9 +326,9 @@ class RedisClient(_Commands):
 
     __slots__ = ()
 
-    def pubsub(self, **kwargs: Any) -> PubSub:
-        kwargs.pop("connection_pool", None)
-        return PubSub(self._target.pubsub(**kwargs))
+    def pubsub(self, ignore_subscribe_messages: bool = False) -> PubSub:
+        flag = bool(plain(ignore_subscribe_messages))
+        return PubSub(budget.blocking(self._target.pubsub, ignore_subscribe_messages=flag))
 
     def pipeline(self, transaction: bool = True) -> Pipeline:
         return Pipeline(self._target.pipeline(transaction=transaction), self._label)
@@ -266,7 +344,7 @@ class Pipeline(_Commands):
             method = getattr(self._target, key)
 
             def command(*args: Any, **kwargs: Any) -> Pipeline:
-                method(*args, **kwargs)
+                _plain_call(method, args, kwargs)
                 return self
 
             return command
@@ -286,21 +364,22 @@ class PubSub(Facade):
         object.__setattr__(self, "_ps", ps)
 
     def subscribe(self, *channels: Any) -> None:
-        budget.blocking(self._ps.subscribe, *channels)
+        budget.blocking(self._ps.subscribe, *plain(channels))
 
     def psubscribe(self, *patterns: Any) -> None:
-        budget.blocking(self._ps.psubscribe, *patterns)
+        budget.blocking(self._ps.psubscribe, *plain(patterns))
 
     def unsubscribe(self, *channels: Any) -> None:
-        budget.blocking(self._ps.unsubscribe, *channels)
+        budget.blocking(self._ps.unsubscribe, *plain(channels))
 
     def punsubscribe(self, *patterns: Any) -> None:
-        budget.blocking(self._ps.punsubscribe, *patterns)
+        budget.blocking(self._ps.punsubscribe, *plain(patterns))
 
     def get_message(self, ignore_subscribe_messages: bool = False, timeout: float = 0.0) -> Any:
-        return budget.blocking(
-            self._ps.get_message, ignore_subscribe_messages=ignore_subscribe_messages, timeout=timeout
-        )
+        flag, wait = bool(plain(ignore_subscribe_messages)), plain(timeout)
+        if type(wait) not in (int, float) or wait != wait:
+            raise TypeError("get_message(timeout=...) takes a number of seconds")
+        return budget.blocking(self._ps.get_message, ignore_subscribe_messages=flag, timeout=wait)
 
     def listen(self) -> Iterator[dict[str, Any]]:
         """Every message, as redis-py's ``listen()``; blocks until one arrives (not counted)."""
@@ -386,6 +465,7 @@ class SqlHelpers:
 
         if not isinstance(sql, str):
             violate(f"{kind}(): the SQL must be a string")
+        params = plain(params)
         try:
             store = budget.blocking(self._store)
             unit = current_unit.get()
@@ -427,8 +507,20 @@ def helper_globals(
     }
     g.update(make_functions(SqlHelpers(store_url)))
     if extra:
-        g.update(extra)
+        g.update({k: _plain_arguments(v) if callable(v) else v for k, v in extra.items()})
     return g
+
+
+def _plain_arguments(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A host function given to fujsen receives plain data (e.g. ``publish(t, p, metadata)``
+    would otherwise call the fujsen's objects' methods inside ``blocking``, with no clock)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*plain(args), **{k: plain(v) for k, v in kwargs.items()})
+
+    call.__name__ = call.__qualname__ = getattr(fn, "__name__", "helper")
+    call.__doc__ = fn.__doc__
+    return call
 
 
 __all__ = ["Facade", "RedisHelper", "SqlHelpers", "Violation", "helper_globals"]

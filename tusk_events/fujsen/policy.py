@@ -11,7 +11,7 @@ from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 FORBIDDEN_NAMES = frozenset(
     {
         "open", "exec", "eval", "compile", "globals", "locals", "vars", "dir", "getattr",
-        "setattr", "delattr", "hasattr", "type", "object", "super", "breakpoint", "input",
+        "setattr", "delattr", "type", "object", "super", "breakpoint", "input",
         "help", "exit", "quit", "memoryview", "classmethod", "staticmethod", "property",
         "id", "BaseException", "SystemExit", "KeyboardInterrupt", "GeneratorExit",
         "BaseExceptionGroup", "ExceptionGroup", "copyright", "credits", "license",
@@ -33,7 +33,7 @@ FORBIDDEN_ATTRIBUTES = INSPECT_ATTRIBUTES | frozenset(
 GUARDED_ATTRIBUTES = frozenset(
     {
         "format", "format_map", "ljust", "rjust", "center", "zfill", "expandtabs",
-        "replace", "join", "encode", "decode", "to_bytes",
+        "replace", "join", "encode", "decode", "to_bytes", "from_bytes", "translate", "count",
     }
 )
 """Methods whose cost depends on their arguments: resolved through ``_attr_`` at run time."""
@@ -41,5 +41,23 @@ GUARDED_ATTRIBUTES = frozenset(
 HELPER_NAMES = frozenset({"redis", "json", "time", "math", "datetime", "uuid", "hashlib"})
 """Injected helper facades: a fujsen may use them but never rebind their attributes."""
 
-ALLOWED_IMPORTS = HELPER_NAMES
-"""``import json`` binds the injected facade (so pasted code keeps working); nothing else imports."""
+STDLIB_FACADES = frozenset(
+    {
+        "re", "random", "secrets", "base64", "statistics", "html", "urllib", "urllib.parse",
+        "collections", "functools", "string",
+    }
+)
+"""Pure standard-library modules a fujsen may import: each binds a small facade, never the module."""
+
+ALLOWED_IMPORTS = HELPER_NAMES | STDLIB_FACADES
+"""``import json`` binds the injected facade (so pasted code keeps working); others bind facades."""
+
+EXCEPTION_BASES = frozenset(
+    {
+        "Exception", "ArithmeticError", "AssertionError", "AttributeError", "EOFError", "IndexError",
+        "KeyError", "LookupError", "NameError", "NotImplementedError", "OverflowError",
+        "RuntimeError", "TypeError", "ValueError", "ZeroDivisionError", "TimeoutError",
+        "ConnectionError", "UnicodeError",
+    }
+)
+"""Builtin classes a fujsen's own class may derive from (``class PaymentDeclined(ValueError)``)."""
