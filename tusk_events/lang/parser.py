@@ -84,21 +84,38 @@ contains ``\\r`` or lines equal to both delimiters.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from lark import Lark, Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.lexer import Lexer, LexerState
+from lark import Lark
+from lark.exceptions import UnexpectedInput
 
 from tusk_events.errors import TskSyntaxError
+from tusk_events.lang.diagnose import diagnose
+from tusk_events.lang.dumps import dumps
+from tusk_events.lang.lexer import ContextualLexer
+from tusk_events.lang.values import (
+    CLOSERS,
+    DQ_SPECIAL,
+    ESCAPES,
+    HEX_RE,
+    KEYWORDS,
+    NAME_RE,
+    SQ_ESCAPE,
+    as_number,
+    copy,
+    equal,
+    fail,
+    kind,
+    number,
+    text_of,
+    truthy,
+)
 
 __all__ = ["Parsed", "dumps", "load"]
 
@@ -110,18 +127,14 @@ class Parsed:
     data: dict[str, Any]
     value_lines: dict[tuple[str, ...], int]
 
-
 # --------------------------------------------------------------------------- pre-pass
 
 _BOM = "\ufeff"
-_DELIMS = ("'''", '"""')
 # A delimiter at the end of a line (trailing blanks allowed): a candidate opener.
 _DELIM_AT_EOL = re.compile(r"""(?:'''|\"\"\")(?=[ \t]*$)""", re.MULTILINE)
 # What may precede an opening delimiter on its line: anything but a comment, with
 # quoted strings skipped whole, ending in the key's ':' or '='.
 _OPENER_PREFIX = re.compile(r"""(?:[^#"'\n]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')*?[:=][ \t]*""")
-# A closing line: the same delimiter, nothing else but whitespace (as str.strip() sees it).
-_CLOSERS = {d: re.compile(r"^[^\S\n]*" + d + r"[^\S\n]*$", re.MULTILINE) for d in _DELIMS}
 
 
 def _cut_blocks(text: str, path: str | None) -> tuple[str, dict[int, str]]:
@@ -145,9 +158,9 @@ def _cut_blocks(text: str, path: str | None) -> tuple[str, dict[int, str]]:
         counted = start
         delim = m.group()
         body_start = text.index("\n", start) + 1
-        close = _CLOSERS[delim].search(text, body_start)
+        close = CLOSERS[delim].search(text, body_start)
         if close is None:
-            _fail(
+            fail(
                 f"unterminated {delim}-string opened here",
                 text, path, line, start - line_start + 1,
             )
@@ -161,113 +174,6 @@ def _cut_blocks(text: str, path: str | None) -> tuple[str, dict[int, str]]:
         return text, blocks
     pieces.append(text[done:])
     return "".join(pieces), blocks
-
-
-# --------------------------------------------------------------------------- values
-
-_KEYWORDS: dict[str, Any] = {"true": True, "false": False, "null": None}
-_FALSY_STRINGS = frozenset({"", "false", "0", "no", "off"})
-_NUMBER = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
-_ESCAPES = {
-    "n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0",
-    "\\": "\\", '"': '"', "'": "'", "/": "/", "$": "$",
-}
-_DQ_SPECIAL = re.compile(r"\\|\$\{")
-_SQ_ESCAPE = re.compile(r"\\([\\'])")
-_NAME = re.compile(r"[\w-]+")
-_HEX = re.compile(r"[0-9a-fA-F]+")
-
-
-def _number(text: str) -> int | float | None:
-    """The int or float a number literal denotes, or None when it cannot be represented."""
-    if "." in text or "e" in text or "E" in text:
-        value = float(text)
-        return value if math.isfinite(value) else None
-    try:
-        return int(text)
-    except ValueError:  # more digits than int() accepts
-        return None
-
-
-def _text_of(value: Any) -> str:
-    """How a value reads inside a string (``${name}``): strings as is, the rest as JSON."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _copy(value: Any) -> Any:
-    """A fresh copy of a JSON-like value, so a referenced global is never shared."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.lower() not in _FALSY_STRINGS
-    return bool(value)
-
-
-def _as_number(value: Any) -> int | float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        return _number(value.strip())
-    return None
-
-
-def _as_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        word = value.strip().lower()
-        return True if word == "true" else False if word == "false" else None
-    return None
-
-
-def _equal(a: Any, b: Any) -> bool:
-    """``==`` of the language: exact for like kinds, a string read as a number/boolean otherwise."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        flag = _as_bool(a)
-        return flag is not None and flag == _as_bool(b)
-    if type(a) is type(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float))):
-        return bool(a == b)
-    if isinstance(a, str) or isinstance(b, str):
-        number = _as_number(a)
-        return number is not None and number == _as_number(b)
-    return False
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def _source_line(text: str, line: int) -> str | None:
-    lines = text.split("\n")
-    return lines[line - 1] if 1 <= line <= len(lines) else None
-
-
-def _fail(message: str, text: str, path: str | None, line: int, column: int) -> NoReturn:
-    raise TskSyntaxError(
-        message, path=path, line=line, column=column, source_line=_source_line(text, line)
-    )
-
 
 # --------------------------------------------------------------------------- transformer
 
@@ -301,7 +207,7 @@ class _Context:
         return lines
 
     def fail(self, message: str, line: int, column: int) -> NoReturn:
-        _fail(message, self.text, self.path, line, column)
+        fail(message, self.text, self.path, line, column)
 
 
 class _Located(Protocol):
@@ -339,7 +245,7 @@ class _Builder:
 
     def SQSTRING(self, tok: _Located) -> str:
         raw = tok.value[1:-1]
-        return _SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
+        return SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
 
     def TRIPLE(self, tok: _Located) -> str:
         return tok.value[3:-3]
@@ -349,7 +255,7 @@ class _Builder:
 
     def WORD(self, tok: _Located) -> Any:
         text = tok.value
-        return _KEYWORDS.get(text, text)
+        return KEYWORDS.get(text, text)
 
     def VAR(self, tok: _Located) -> Any:
         return self._lookup(tok.value[1:], tok.line, tok.column)
@@ -390,11 +296,11 @@ class _Builder:
             return self._double_quoted(text, line, column)
         if kind == 3:
             raw = text[1:-1]
-            return _SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
+            return SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
         if kind == 4:
             return self._number(text, line, column)
         if kind == 5:
-            return _KEYWORDS.get(text, text)
+            return KEYWORDS.get(text, text)
         return self._lookup(text[1:], line, column)
 
     # ---- helpers -----------------------------------------------------------------
@@ -406,7 +312,7 @@ class _Builder:
             return self._double_quoted(key, line, column)
         if key[0] == "'":
             raw = key[1:-1]
-            return _SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
+            return SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
         return key
 
     def _double_quoted(self, text: str, line: int, column: int) -> str:
@@ -418,7 +324,7 @@ class _Builder:
     def _number(self, text: str, line: int, column: int) -> int | float:
         if text.isdigit() and len(text) < 19:
             return int(text)
-        value = _number(text)
+        value = number(text)
         if value is None:
             shown = text if len(text) <= 20 else text[:20] + "..."
             self.ctx.fail(f"number {shown} is out of range", line, column)
@@ -429,7 +335,7 @@ class _Builder:
             value = self.ctx.globals[name]
         except KeyError:
             self.ctx.fail(f"undefined variable ${name}", line, column)
-        return _copy(value) if isinstance(value, (dict, list)) else value
+        return copy(value) if isinstance(value, (dict, list)) else value
 
     def _unescape(self, raw: str, line: int, column: int) -> str:
         """Resolve escapes and ``${name}`` in double-quoted text starting at ``column``."""
@@ -437,7 +343,7 @@ class _Builder:
         pos = 0
         n = len(raw)
         while True:
-            m = _DQ_SPECIAL.search(raw, pos)
+            m = DQ_SPECIAL.search(raw, pos)
             if m is None:
                 out.append(raw[pos:])
                 return "".join(out)
@@ -448,25 +354,25 @@ class _Builder:
                 if close < 0:
                     self.ctx.fail("unterminated ${ in string (missing '}')", line, column + i)
                 name = raw[i + 2 : close].strip()
-                if not _NAME.fullmatch(name):
+                if not NAME_RE.fullmatch(name):
                     self.ctx.fail("expected a variable name inside ${...}", line, column + i)
-                out.append(_text_of(self._lookup(name, line, column + i)))
+                out.append(text_of(self._lookup(name, line, column + i)))
                 pos = close + 1
                 continue
             c = raw[i + 1] if i + 1 < n else ""
-            if c in _ESCAPES:
-                out.append(_ESCAPES[c])
+            if c in ESCAPES:
+                out.append(ESCAPES[c])
                 pos = i + 2
             elif c in ("u", "U"):
                 width = 4 if c == "u" else 8
                 digits = raw[i + 2 : i + 2 + width]
-                if not _HEX.fullmatch(digits) or len(digits) != width:
+                if not HEX_RE.fullmatch(digits) or len(digits) != width:
                     self.ctx.fail(f"\\{c} needs {width} hex digits", line, column + i)
                 code = int(digits, 16)
                 pos = i + 2 + width
                 if 0xD800 <= code < 0xDC00 and raw.startswith("\\u", pos):
                     low = raw[pos + 2 : pos + 6]
-                    if len(low) == 4 and _HEX.fullmatch(low) and 0xDC00 <= int(low, 16) < 0xE000:
+                    if len(low) == 4 and HEX_RE.fullmatch(low) and 0xDC00 <= int(low, 16) < 0xE000:
                         code = 0x10000 + ((code - 0xD800) << 10) + (int(low, 16) - 0xDC00)
                         pos += 6
                 if code > 0x10FFFF:
@@ -651,16 +557,16 @@ class _Builder:
     def comparison(self, c: list) -> bool:
         a, op, b = c
         if op == "==":
-            return _equal(a, b)
+            return equal(a, b)
         if op == "!=":
-            return not _equal(a, b)
-        x: Any = _as_number(a)
-        y: Any = _as_number(b)
+            return not equal(a, b)
+        x: Any = as_number(a)
+        y: Any = as_number(b)
         if x is None or y is None:
             if isinstance(a, str) and isinstance(b, str):
                 x, y = a, b
             else:
-                self.ctx.fail(f"cannot compare {_kind(a)} with {_kind(b)} using '{op}'",
+                self.ctx.fail(f"cannot compare {kind(a)} with {kind(b)} using '{op}'",
                               op.line, op.column)
         if op == "<":
             return bool(x < y)
@@ -671,142 +577,11 @@ class _Builder:
         return bool(x >= y)
 
     def ternary(self, c: list) -> Any:
-        return c[2] if _truthy(c[0]) else c[4]
+        return c[2] if truthy(c[0]) else c[4]
 
 
 def _is_block(value: Any) -> bool:
     return getattr(value, "type", None) == "BLOCK" and isinstance(value, str)
-
-
-# --------------------------------------------------------------------------- lexer
-
-
-class _Token(Token):
-    """lark's Token, built by the lexer below without going through ``Token.__new__``."""
-
-    __slots__ = ()
-
-
-class _ContextualLexer(Lexer):
-    """A contextual lexer for lark's LALR parser, as one tight loop.
-
-    Same algorithm as lark's ``lexer="contextual"``: each parser state gets a scanner
-    made of the terminals that state accepts (plus the ignored ones), tried in lark's
-    priority order; a text that no scanner of the state matches is re-read with all
-    terminals for the error message. lark's generic version goes through several
-    layers per token (scanner objects, a line counter, keyword callbacks this grammar
-    does not need); this one is plugged in through lark's custom-lexer interface and
-    takes about a third of the time. Scanners are compiled on first use and shared by
-    states that accept the same terminals; the big composite terminals that lead the
-    priority order (SIMPLE_PAIR) are compiled once and tried on their own first, which
-    is the same order and keeps each state's regex small.
-    """
-
-    __future_interface__ = 2  # lex(lexer_state, parser_state), lexer_state.text may be a slice
-
-    def __init__(self, conf: Any) -> None:
-        self.terminals = {t.name: t for t in conf.terminals}
-        self.ignore = frozenset(conf.ignore)
-        self.flags = conf.g_regex_flags
-        self.by_state: dict[Any, tuple] = {}
-        self.by_names: dict[frozenset[str], tuple] = {}
-        self.compiled: dict[str, Any] = {}
-        self.root: Any = None  # all terminals, for error messages only
-        self.newline_types = frozenset(
-            t.name for t in conf.terminals
-            if "\\n" in t.pattern.to_regexp() or "\n" in t.pattern.to_regexp()
-        )
-
-    def _scanner(self, accepts: Any) -> tuple:
-        """(leading big terminals as (name, match), match of the alternation of the rest)."""
-        names = frozenset(n for n in accepts if n in self.terminals) | self.ignore
-        try:
-            return self.by_names[names]
-        except KeyError:
-            pass
-        terms = sorted(
-            (self.terminals[n] for n in names),
-            key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
-        )
-        leading = []
-        while terms and len(terms[0].pattern.to_regexp()) > 300:
-            t = terms.pop(0)
-            if t.name not in self.compiled:
-                self.compiled[t.name] = re.compile(t.pattern.to_regexp(), self.flags).match
-            leading.append((t.name, self.compiled[t.name]))
-        pattern = "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terms)
-        scanner = (tuple(leading), re.compile(pattern, self.flags).match)
-        self.by_names[names] = scanner
-        return scanner
-
-    def lex(self, lexer_state: LexerState, parser_state: Any) -> Iterator[Token]:
-        source = lexer_state.text
-        if isinstance(source, str):
-            text, pos, end = source, 0, len(source)
-        else:  # lark >= 1.3 hands over a TextSlice
-            text, pos, end = source.text, source.start, source.end
-        line, line_start = 1, 0
-        by_state = self.by_state
-        states = parser_state.parse_conf.states
-        stack = parser_state.state_stack
-        ignore = self.ignore
-        newline_types = self.newline_types
-        new_str = str.__new__
-        while pos < end:
-            state = stack[-1]
-            try:
-                leading, scan = by_state[state]
-            except KeyError:
-                leading, scan = by_state[state] = self._scanner(states[state])
-            for kind, match in leading:
-                m = match(text, pos, end)
-                if m is not None:
-                    break
-            else:
-                m = scan(text, pos, end)
-                if m is None:
-                    self._fail(text, pos, end, line, pos - line_start + 1, parser_state)
-                kind = m.lastgroup
-            value = m.group()
-            if kind not in ignore:
-                # Token(...) goes through two Python-level constructors; this is the
-                # same object built directly, at a third of the cost.
-                tok = new_str(_Token, value)
-                tok.type = kind
-                tok.value = value
-                tok.start_pos = pos
-                tok.line = line
-                tok.column = pos - line_start + 1
-                tok.end_line = tok.end_column = tok.end_pos = None
-                if kind in newline_types:
-                    breaks = value.count("\n")
-                    if breaks:
-                        line += breaks
-                        line_start = pos + value.rindex("\n") + 1
-                pos += len(value)
-                yield tok
-            else:
-                pos += len(value)
-
-    def _fail(self, text: str, pos: int, end: int, line: int, column: int,
-              parser_state: Any) -> NoReturn:
-        accepts = {n for n in parser_state.parse_conf.states[parser_state.position]
-                   if n in self.terminals}
-        if self.root is None:
-            self.root = self._scanner(self.terminals)
-        leading, scan = self.root
-        for kind, match in leading:
-            m = match(text, pos, end)
-            if m is not None:
-                break
-        else:
-            m = scan(text, pos, end)
-            kind = m.lastgroup if m is not None else None
-        if m is not None and kind not in self.ignore:
-            tok = Token(kind, m.group(), pos, line, column)
-            raise UnexpectedToken(tok, accepts, state=parser_state)
-        raise UnexpectedCharacters(text, pos, line, column, allowed=accepts, state=parser_state)
-
 
 # --------------------------------------------------------------------------- lark
 
@@ -823,7 +598,7 @@ def _parser() -> Lark:
         _lark = Lark(
             _GRAMMAR.read_text(encoding="utf-8"),
             parser="lalr",
-            lexer=_ContextualLexer,
+            lexer=ContextualLexer,
             transformer=_builder,
             maybe_placeholders=False,
             cache=True,
@@ -842,7 +617,6 @@ def _parser() -> Lark:
             f"[ \\t]*({key}|{quoted_key})(?:{alternatives})[ \\t]*,?"
         ).match
     return _lark
-
 
 # --------------------------------------------------------------------------- load
 
@@ -866,7 +640,7 @@ def load(text: str, *, env: Mapping[str, str] | None = None, path: str | None = 
         try:
             parser.parse(text)
         except UnexpectedInput as err:
-            raise _diagnose(err, text, source, path) from None
+            raise diagnose(err, text, source, path) from None
         except RecursionError:
             raise TskSyntaxError("the document nests too deeply", path=path) from None
         finally:
@@ -889,312 +663,3 @@ def _value_lines(ctx: _Context) -> dict[tuple[str, ...], int]:
             if type(value) is dict and id(value) in linemaps and linemaps[id(value)][0] is value:
                 todo.append((key_path, value))
     return out
-
-
-# --------------------------------------------------------------------------- diagnosis
-
-# A line that starts a statement: the sign that an opener further up was never closed.
-_STATEMENT_START = re.compile(
-    r"[ \t]*(?:\[|[}<]|\$?[\w-]+[ \t]*[:=]|\"[^\"\n]*\"[ \t]*[:=]|[\w-]+[ \t]*[{>][ \t]*(?:#.*)?$)"
-)
-_KEY_WITH_SPACE = re.compile(r"[\w-]+(?:[ \t]+[\w-]+)+[ \t]*[:=]")
-_TRIPLE_AT = re.compile("'''|\"\"\"")
-_AT_OPERATOR = re.compile(r"@([A-Za-z_]\w*)")
-_VALUE_TERMINALS = frozenset({"STRING", "SQSTRING", "TRIPLE", "NUMBER", "WORD", "VAR", "ENVOPEN",
-                              "LSQB", "LBRACE"})
-_VALUE_OPENERS = frozenset({"KEYSEP", "QKEYSEP", "GLOBALSEP", "ENVOPEN", "COMMA", "LSQB", "QMARK",
-                            "COLON", "EQ", "NE", "LE", "GE", "LANGLE", "RANGLE"})
-_WORDISH = frozenset({"WORD", "NUMBER", "KEY", "DOTTED"})
-_NEVER_CLOSED = {
-    "env": "unterminated @env( call",
-    "array": "array is never closed",
-    "curly": "'{{' block{name} is never closed",
-    "angle": "'>' block{name} is never closed",
-    "object": "'{{' object{name} is never closed",
-}
-
-
-def _describe(token_type: str | None, text: str) -> str:
-    """How the unexpected thing is named in a message."""
-    if token_type == "$END":
-        return "end of file"
-    shown = text.strip(" \t")
-    if token_type == "NL" or not shown or shown[0] in "\n#":
-        return "line break"
-    shown = shown.split("\n", 1)[0].rstrip(" \t")
-    shown = shown if len(shown) <= 20 else shown[:17] + "..."
-    return repr(shown) if "'" not in shown else f'"{shown}"'
-
-
-def _diagnose(err: Exception, text: str, source: str, path: str | None) -> TskSyntaxError:
-    """Turn a lark UnexpectedInput into a TskSyntaxError that says what went wrong."""
-    try:
-        message, line, column = _explain(err, text, source)
-    except Exception:  # noqa: BLE001 - a diagnosis bug must not hide the syntax error itself
-        line = getattr(err, "line", 1)
-        column = getattr(err, "column", 1)
-        message = "invalid syntax"
-    if not isinstance(line, int) or line < 1:
-        line, column = 1, 1
-    if not isinstance(column, int) or column < 1:
-        column = 1
-    return TskSyntaxError(message, path=path, line=line, column=column,
-                          source_line=_source_line(source, line))
-
-
-def _innermost_opener(stack: list) -> tuple[Any, str, str | None] | None:
-    """The innermost unclosed '[', '{', '>' block or '@env(' on the parser's stack.
-
-    Returns the opening token, what it opens (header, array, curly, angle, object, env)
-    and the key it belongs to, if any.
-    """
-    for i in range(len(stack) - 1, -1, -1):
-        tok = stack[i]
-        if not isinstance(tok, Token) or tok.type not in ("LSQB", "LBRACE", "ENVOPEN", "RANGLE"):
-            continue
-        before: Any = stack[i - 1] if i > 0 else None
-        before_type = before.type if isinstance(before, Token) else None
-        if tok.type == "RANGLE":
-            if before_type == "KEY":
-                return tok, "angle", before.value
-            continue  # a comparison
-        if tok.type == "ENVOPEN":
-            return tok, "env", None
-        if tok.type == "LBRACE":
-            if before_type == "KEY":
-                return tok, "curly", before.value
-            if before_type in ("KEYSEP", "GLOBALSEP", "QKEYSEP"):
-                return tok, "object", before.value.lstrip("$").rstrip(" \t:=").strip("\"'")
-            return tok, "object", None
-        after = stack[i + 1] if i + 1 < len(stack) else None
-        if isinstance(after, Token) and after.type == "DOTTED":
-            return tok, "header", None
-        return tok, "array", None
-    return None
-
-
-def _explain(err: Any, text: str, source: str) -> tuple[str, int, int]:
-    """Message, line and column for a lark error (see _diagnose)."""
-    state = getattr(err, "state", None)
-    stack: list = list(getattr(state, "value_stack", None) or [])
-    lines = source.split("\n")
-
-    token: Any = None
-    if isinstance(err, UnexpectedToken):
-        token = err.token
-        expected = set(err.expected)
-        if token.type == "$END":
-            pos = len(text.rstrip("\n \t"))
-        else:
-            pos = token.start_pos if token.start_pos is not None else 0
-    elif isinstance(err, UnexpectedCharacters):
-        expected = set(err.allowed or ())
-        pos = err.pos_in_stream or 0
-    else:
-        return "invalid syntax", getattr(err, "line", 1), getattr(err, "column", 1)
-    kind = token.type if token is not None else None
-    line = text.count("\n", 0, pos) + 1
-    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    rest = text[pos:text.find("\n", pos)] if pos < len(text) else ""
-    ttext = "" if kind == "$END" else token.value if token is not None else rest[:1]
-    found = _describe(kind, ttext)
-    top: Any = stack[-1] if stack else None
-    top_type = top.type if isinstance(top, Token) else None
-    opener = _innermost_opener(stack)
-    where = opener[1] if opener is not None else ""
-
-    # Text no terminal accepts: unterminated quotes, unknown operators.
-    if token is None:
-        triple = _TRIPLE_AT.match(rest)
-        if triple:
-            delim = triple.group()
-            if rest[3:].strip() and _CLOSERS[delim].search(text, pos + len(rest)):
-                message = (f"text after an opening {delim} (a multi-line value starts on the "
-                           "next line)")
-                return message, line, column + len(rest) - len(rest[3:].lstrip())
-            return f"unterminated {delim}-string opened here", line, column
-        if rest[:1] in ('"', "'"):
-            return "unterminated string", line, column
-        if rest[:1] == "@":
-            op = _AT_OPERATOR.match(rest)
-            if op and op.group(1) == "env":
-                return "expected '(' right after @env", line, column + 4
-            if op:
-                message = f"unknown operator '@{op.group(1)}' (only @env(...) is supported)"
-                return message, line, column
-        if rest[:1] == "$" and expected & {"VAR", "GLOBALSEP"}:
-            return "expected a variable name after '$'", line, column
-    elif kind == "BLOCK" and top_type not in ("KEYSEP", "GLOBALSEP", "QKEYSEP"):
-        if rest.strip() == ttext and "KEYSEP" in expected:
-            return f"{ttext} closes nothing: no multi-line value is open", line, column
-        return f"a multi-line {ttext}-string must be the whole value of a key", line, column
-
-    # Something opened further up and never closed.
-    if opener is not None and where != "header":
-        line_text = lines[line - 1] if line - 1 < len(lines) else ""
-        if (
-            kind == "$END"
-            or (where == "env" and kind == "NL")
-            or (line > opener[0].line and _STATEMENT_START.match(line_text) is not None)
-        ):
-            name = f" '{opener[2]}'" if opener[2] else ""
-            return _NEVER_CLOSED[where].format(name=name), opener[0].line, opener[0].column
-
-    # Closers without an opener.
-    if kind == "RBRACE" and not any(isinstance(x, Token) and x.type == "LBRACE" for x in stack):
-        return "'}' without an open '{' block", line, column
-    if kind == "RSQB" and not any(isinstance(x, Token) and x.type == "LSQB" for x in stack):
-        return "']' without an open '['", line, column
-    if kind == "LANGLE" and "KEYSEP" in expected:
-        return "'<' without an open '>' block", line, column
-
-    # Section headers.
-    if where == "header" or (top_type == "LSQB" and "DOTTED" in expected):
-        if top_type == "LSQB":
-            return "expected a section name after '['", line, column
-        if top_type == "DOTTED" and rest[:1] == ".":
-            return "expected a name after '.' in the section header", line, column + 1
-        if top_type == "DOTTED":
-            return "expected ']' to close the section header", line, column
-    if top_type == "RSQB" and expected <= {"NL"}:
-        return "unexpected text after section header", line, column
-
-    # Where a key should be.
-    if "KEYSEP" in expected:
-        if rest[:1] in (":", "="):
-            return f"missing key before '{rest[0]}'", line, column
-        if kind in ("STRING", "SQSTRING"):
-            return "expected ':' or '=' after key", line, column + len(ttext)
-        return f"expected a key, found {found}", line, column
-    if top_type == "KEY" and expected & {"LBRACE", "RANGLE"}:
-        key_line = lines[top.line - 1] if top.line - 1 < len(lines) else ""
-        after_key = top.column + len(top.value)
-        if _KEY_WITH_SPACE.match(key_line, top.column - 1):
-            return "keys cannot contain spaces", top.line, after_key
-        return "expected ':' or '=' after key", top.line, after_key
-    if top_type == "RANGLE" and "NL" in expected:
-        return f"expected a line break after '>', found {found}", line, column
-
-    # Where a value should be.
-    if top_type in _VALUE_OPENERS and expected & _VALUE_TERMINALS:
-        if top_type == "ENVOPEN":
-            return "expected the variable name in @env(...)", line, column
-        if kind in ("NL", "$END") and top_type in ("KEYSEP", "QKEYSEP", "GLOBALSEP"):
-            return "missing value after the separator", line, column
-        return f"expected a value, found {found}", line, column
-
-    # After a complete value.
-    if "COLON" in expected and "QMARK" not in expected:
-        return f"expected ':' in the conditional (cond ? a : b), found {found}", line, column
-    if where == "array":
-        return f"expected ',' or ']' in array, found {found}", line, column
-    if where == "env":
-        return f"expected ',' or ')' in @env( call, found {found}", line, column
-    if where in ("object", "curly"):
-        return f"expected ',' or a line break between items, found {found}", line, column
-    if where == "angle":
-        return f"expected a line break between items, found {found}", line, column
-    if ttext == ":":
-        return "unexpected ':' after the value (quote values that contain ':')", line, column
-    if kind in _WORDISH:
-        return (f"unexpected {found} after the value (quote text that contains spaces)",
-                line, column)
-    if kind == "$END":
-        return "unexpected end of file", line, column
-    return f"unexpected {found} after the value", line, column
-
-
-# --------------------------------------------------------------------------- dumps
-
-_PLAIN_KEY = re.compile(r"[\w-]+")
-_QUOTE_NEEDED = re.compile(r'[\x00-\x1f\x7f"\\]|\$\{|[\ud800-\udfff]')
-_QUOTE_MAP = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\", "${": "\\${"}
-
-
-def _quote_char(m: re.Match[str]) -> str:
-    s = m.group()
-    return _QUOTE_MAP.get(s) or f"\\u{ord(s):04x}"
-
-
-def _quote(s: str) -> str:
-    return '"' + _QUOTE_NEEDED.sub(_quote_char, s) + '"'
-
-
-def _key(key: Any) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"keys must be strings, not {type(key).__name__}")
-    return key if _PLAIN_KEY.fullmatch(key) else _quote(key)
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} cannot be written: .tsk numbers are finite")
-        return float.__repr__(value)
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_key(k)}: {_scalar(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_scalar(v) for v in value) + "]"
-    raise TypeError(f"{type(value).__name__} cannot be written to a .tsk document")
-
-
-def _block_delimiter(s: str) -> str | None:
-    """The triple quote that can hold ``s`` verbatim, if any."""
-    if "\n" not in s or "\r" in s:
-        return None
-    for delim in _DELIMS:
-        if _CLOSERS[delim].search(s) is None:
-            return delim
-    return None
-
-
-def _write_pair(out: list[str], key: str, value: Any) -> None:
-    if isinstance(value, str):
-        delim = _block_delimiter(value)
-        if delim is not None:
-            out.append(f"{_key(key)} = {delim}\n{value}\n{delim}")
-            return
-    out.append(f"{_key(key)}: {_scalar(value)}")
-
-
-def _is_section(key: Any, value: Any) -> bool:
-    return (isinstance(value, Mapping) and isinstance(key, str)
-            and _PLAIN_KEY.fullmatch(key) is not None)
-
-
-def _write_section(out: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
-    out.append("")
-    out.append("[" + ".".join(path) + "]")
-    for key, value in table.items():
-        if not _is_section(key, value):
-            _write_pair(out, key, value)
-    for key, value in table.items():
-        if _is_section(key, value):
-            _write_section(out, (*path, key), value)
-
-
-def dumps(data: Mapping[str, Any]) -> str:
-    """Write ``data`` as a .tsk document that ``load()`` reads back to equal data.
-
-    Nested dicts under plain keys become ``[a.b]`` sections, multi-line strings become
-    ``'''`` blocks where that is lossless, everything else is written inline.
-    """
-    out: list[str] = []
-    for key, value in data.items():
-        if not _is_section(key, value):
-            _write_pair(out, key, value)
-    for key, value in data.items():
-        if _is_section(key, value):
-            _write_section(out, (key,), value)
-    text = "\n".join(out).lstrip("\n")
-    return text + "\n" if text else ""
