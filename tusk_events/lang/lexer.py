@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 from lark import Token
@@ -33,12 +33,15 @@ class ContextualLexer(Lexer):
     """
 
     __future_interface__ = 2  # lex(lexer_state, parser_state), lexer_state.text may be a slice
+    # Where a value may start, (text, pos, line, line_start) -> the end of an expression
+    # starting at pos, or None to lex normally (set by the parser, see expr.py).
+    expr_hook: Callable[[str, int, int, int], int | None] | None = None
 
     def __init__(self, conf: Any) -> None:
         self.terminals = {t.name: t for t in conf.terminals}
         self.ignore = frozenset(conf.ignore)
         self.flags = conf.g_regex_flags
-        self.by_state: dict[Any, tuple] = {}
+        self.by_state: dict[Any, tuple] = {}  # state -> (leading, scan, takes_expr)
         self.by_names: dict[frozenset[str], tuple] = {}
         self.compiled: dict[str, Any] = {}
         self.root: Any = None  # all terminals, for error messages only
@@ -82,12 +85,34 @@ class ContextualLexer(Lexer):
         ignore = self.ignore
         newline_types = self.newline_types
         new_str = str.__new__
+        expr_hook = self.expr_hook
         while pos < end:
             state = stack[-1]
             try:
-                leading, scan = by_state[state]
+                leading, scan, takes_expr = by_state[state]
             except KeyError:
-                leading, scan = by_state[state] = self._scanner(states[state])
+                accepts = states[state]
+                leading, scan = self._scanner(accepts)
+                takes_expr = "EXPR" in accepts and expr_hook is not None
+                by_state[state] = (leading, scan, takes_expr)
+            if takes_expr:
+                expr_end = expr_hook(text, pos, line, line_start)
+                if expr_end is not None:
+                    value = text[pos:expr_end]
+                    tok = new_str(_Token, value)
+                    tok.type = "EXPR"
+                    tok.value = value
+                    tok.start_pos = pos
+                    tok.line = line
+                    tok.column = pos - line_start + 1
+                    tok.end_line = tok.end_column = tok.end_pos = None
+                    breaks = value.count("\n")
+                    if breaks:
+                        line += breaks
+                        line_start = pos + value.rindex("\n") + 1
+                    pos = expr_end
+                    yield tok
+                    continue
             for kind, match in leading:
                 m = match(text, pos, end)
                 if m is not None:

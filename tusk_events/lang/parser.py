@@ -88,7 +88,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
@@ -98,7 +98,18 @@ from lark.exceptions import UnexpectedInput
 from tusk_events.errors import TskSyntaxError
 from tusk_events.lang.diagnose import diagnose
 from tusk_events.lang.dumps import dumps
+from tusk_events.lang.expr import HAS_OPERATOR, STARTS, Source, parse_expression
 from tusk_events.lang.lexer import ContextualLexer
+from tusk_events.lang.operators import (
+    STR_METHODS,
+    Binary,
+    Deferred,
+    Evaluator,
+    Later,
+    Lit,
+    Node,
+    is_known,
+)
 from tusk_events.lang.values import (
     CLOSERS,
     DQ_SPECIAL,
@@ -122,10 +133,15 @@ __all__ = ["Parsed", "dumps", "load"]
 
 @dataclass(frozen=True)
 class Parsed:
-    """A parsed document: its values, and where each value starts in the text."""
+    """A parsed document: its values, where each value starts, the operators it cannot run.
+
+    ``unsupported`` lists ``(operator, line, column)`` for every operator that loads as an
+    inert value (``@request``, ``php(...)``, ...): evaluating one raises a ``TuskError``.
+    """
 
     data: dict[str, Any]
     value_lines: dict[tuple[str, ...], int]
+    unsupported: list[tuple[str, int, int]] = field(default_factory=list)
 
 # --------------------------------------------------------------------------- pre-pass
 
@@ -175,6 +191,60 @@ def _cut_blocks(text: str, path: str | None) -> tuple[str, dict[int, str]]:
     pieces.append(text[done:])
     return "".join(pieces), blocks
 
+# `key:` alone on its line, then a deeper-indented line: YAML-style nesting.
+_YAML_OPENER = re.compile(r"^[ \t]*[\w-]+[ \t]*:[ \t]*(?:#[^\n]*)?\n[ \t]+[^\s#]", re.MULTILINE)
+_YAML_KEY = re.compile(r"[ \t]*([\w-]+[ \t]*):[ \t]*(?:#.*)?")
+_YAML_ITEM = re.compile(r"[ \t]*-(?=[ \t]|$)")
+# A line up to its comment (quoted strings skipped whole).
+_BEFORE_COMMENT = re.compile(r"""(?:[^#"'\n]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|["'])*""")
+
+
+def _indented_blocks(text: str) -> str:
+    """Read YAML-style nesting: ``key:`` over deeper-indented lines is a ``key { }`` block,
+    or an array when those lines are ``- item``s.
+
+    The text is edited in place of characters, so every line and column stays where it
+    was: the ``:`` becomes ``{`` (or ``:[``), an item's ``-`` becomes a blank, and the
+    closers go at the end of the block's last line, before any comment.
+    """
+    lines = text.split("\n")
+
+    def indent(s: str) -> int:
+        return len(s) - len(s.lstrip(" \t"))
+
+    content = [i for i, s in enumerate(lines) if s.strip() and not s.lstrip().startswith("#")]
+    stack: list[tuple[int, str]] = []  # (indent of the opening key, closer)
+    closers: dict[int, str] = {}
+    last = -1
+    for n, i in enumerate(content):
+        line = lines[i]
+        depth = indent(line)
+        while stack and depth <= stack[-1][0]:
+            closers[last] = closers.get(last, "") + stack.pop()[1]
+        if stack and stack[-1][1] == "]":
+            item = _YAML_ITEM.match(line)
+            if item is not None:
+                line = lines[i] = line[: item.end() - 1] + " " + line[item.end():]
+        key = _YAML_KEY.fullmatch(line)
+        if key is not None and n + 1 < len(content) and indent(lines[content[n + 1]]) > depth:
+            at = key.end(1)
+            if _YAML_ITEM.match(lines[content[n + 1]]):
+                lines[i] = line[:at] + ":[" + line[at + 1:]
+                stack.append((depth, "]"))
+            else:
+                lines[i] = line[:at] + "{" + line[at + 1:]
+                stack.append((depth, "}"))
+        last = i
+    while stack:
+        closers[last] = closers.get(last, "") + stack.pop()[1]
+    for i, closer in closers.items():
+        line = lines[i]
+        m = _BEFORE_COMMENT.match(line)
+        cut = len(line.rstrip(" \t")) if m is None else len(line[: m.end()].rstrip(" \t"))
+        lines[i] = line[:cut] + closer + line[cut:]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- transformer
 
 
@@ -182,7 +252,8 @@ class _Context:
     """Per-document state the transformer reads and fills while lark parses."""
 
     __slots__ = (
-        "blocks", "current", "env", "globals", "linemaps", "path", "root", "tables", "text",
+        "blocks", "current", "env", "exprs", "global_keys", "globals", "globals_at", "linemaps",
+        "operators", "path", "root", "tables", "text", "text_cut",
     )
 
     def __init__(self, text: str, env: Mapping[str, str], path: str | None,
@@ -192,6 +263,11 @@ class _Context:
         self.path = path
         self.blocks = blocks
         self.globals: dict[str, Any] = {}
+        self.globals_at: dict[str, int] = {}  # global -> the line that set it
+        self.text_cut = text  # the text lark reads (multi-line values blanked out)
+        self.global_keys: set[str] = set()  # top-level keys that hold a $global (a plain key may replace)
+        self.exprs: dict[int, Node] = {}  # offset -> expression node (see expr_end)
+        self.operators: list[tuple[str, int, int]] = []  # unsupported operators, in order
         self.root: dict[str, Any] = {}
         self.current = self.root
         # id(dict) -> (dict, {key: entry}); holding the dict keeps ids unique meanwhile.
@@ -258,7 +334,34 @@ class _Builder:
         return KEYWORDS.get(text, text)
 
     def VAR(self, tok: _Located) -> Any:
-        return self._lookup(tok.value[1:], tok.line, tok.column)
+        return self._lookup(_var_name(tok.value), tok.line, tok.column)
+
+    def EXPR(self, tok: _Located) -> Any:
+        """An expression the lexer cut out (see expr_end): its value, or a Deferred."""
+        ctx = self.ctx
+        node = ctx.exprs.pop(tok.start_pos)
+
+        def fail(message: str, at: Node) -> NoReturn:
+            ctx.fail(message, at.line, at.column)
+
+        try:
+            return Evaluator(None, ctx.env, fail).eval(node)
+        except Later as later:
+            return Deferred.make(tok.value, node, later.operator, inert=later.inert)
+
+    def expr_end(self, text: str, pos: int, line: int, line_start: int) -> int | None:
+        """Where an expression starting at ``pos`` ends, if a value there is one (lexer hook)."""
+        if STARTS.match(text, pos) is None and HAS_OPERATOR.match(text, pos) is None:
+            return None
+        ctx = self.ctx
+        node, end, operators = parse_expression(self.source, pos, line, line_start)
+        ctx.exprs[pos] = node
+        for name, op_line, op_column in operators:
+            bare = name.lstrip("@")
+            known = name[1:] in STR_METHODS if name[0] == "." else is_known(bare)
+            if not known:
+                ctx.operators.append((name, op_line, op_column))
+        return end
 
     def SIMPLE_PAIR(self, tok: _Located) -> _Entry:
         """``key: scalar`` (or a one-line array or object of scalars) and its line break."""
@@ -301,7 +404,7 @@ class _Builder:
             return self._number(text, line, column)
         if kind == 5:
             return KEYWORDS.get(text, text)
-        return self._lookup(text[1:], line, column)
+        return self._lookup(_var_name(text), line, column)
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -331,21 +434,56 @@ class _Builder:
         return value
 
     def _lookup(self, name: str, line: int, column: int) -> Any:
-        try:
-            value = self.ctx.globals[name]
-        except KeyError:
+        """``$name`` / ``${a.b}``: a global, else a key defined earlier (section, then top level)."""
+        found, value = self._find(name)
+        if not found:
             self.ctx.fail(f"undefined variable ${name}", line, column)
         return copy(value) if isinstance(value, (dict, list)) else value
+
+    def _find(self, name: str) -> tuple[bool, Any]:
+        ctx = self.ctx
+        head, _, rest = name.partition(".")
+        for scope in (ctx.globals, ctx.current, ctx.root):
+            if head in scope:
+                value = scope[head]
+                for part in rest.split(".") if rest else ():
+                    if not isinstance(value, dict) or part not in value:
+                        return False, None
+                    value = value[part]
+                return True, value
+        return False, None
+
+    def _key_value(self, word: str) -> tuple[bool, Any]:
+        """A bare word inside an expression reads the key it names, if one is defined."""
+        found, value = self._find(word)
+        if found and isinstance(value, (dict, list)):
+            value = copy(value)
+        return found, value
+
+    @property
+    def source(self) -> Source:
+        ctx = self.ctx
+        return Source(
+            ctx.text_cut,
+            fail=ctx.fail,
+            double_quoted=self._double_quoted,
+            single_quoted=_single_quoted,
+            lookup=self._lookup,
+            key_value=self._key_value,
+        )
 
     def _unescape(self, raw: str, line: int, column: int) -> str:
         """Resolve escapes and ``${name}`` in double-quoted text starting at ``column``."""
         out: list[str] = []
+        lazy: list[tuple[int, Deferred]] = []  # interpolated values read later
         pos = 0
         n = len(raw)
         while True:
             m = DQ_SPECIAL.search(raw, pos)
             if m is None:
                 out.append(raw[pos:])
+                if lazy:
+                    return _deferred_text(raw, out, lazy, line, column)
                 return "".join(out)
             i = m.start()
             out.append(raw[pos:i])
@@ -354,9 +492,12 @@ class _Builder:
                 if close < 0:
                     self.ctx.fail("unterminated ${ in string (missing '}')", line, column + i)
                 name = raw[i + 2 : close].strip()
-                if not NAME_RE.fullmatch(name):
+                if not _DOTTED_NAME.fullmatch(name):
                     self.ctx.fail("expected a variable name inside ${...}", line, column + i)
-                out.append(text_of(self._lookup(name, line, column + i)))
+                found = self._lookup(name, line, column + i)
+                if isinstance(found, Deferred):
+                    lazy.append((len(out), found))
+                out.append(text_of(found))
                 pos = close + 1
                 continue
             c = raw[i + 1] if i + 1 < n else ""
@@ -400,12 +541,34 @@ class _Builder:
 
     def _insert(self, d: dict[str, Any], lines: dict[str, _Entry], entry: _Entry) -> None:
         key = entry[0]
+        ctx = self.ctx
+        if "." in key and key not in d:  # a.b.c: v  nests like [a.b] then c: v
+            *parents, key = key.split(".")
+            for part in parents:
+                sub = d.get(part)
+                if sub is None:
+                    sub = {}
+                    ctx.register(sub, table=True)
+                    d[part] = sub
+                    lines[part] = (part, sub, entry[2], entry[3], entry[4], True)
+                elif not (isinstance(sub, dict) and id(sub) in ctx.tables):
+                    ctx.fail(f"'{part}' already holds a value (line {lines[part][3]}); "
+                             f"'{entry[0]}' cannot nest in it", entry[3], entry[4])
+                d = sub
+                lines = ctx.linemaps[id(d)][1]
+            entry = (key, *entry[1:])
         if key not in d:
             d[key] = entry[1]
             lines[key] = entry
             return
         old = d[key]
-        ctx = self.ctx
+        if d is ctx.root and key in ctx.global_keys:
+            # a plain key or section named like a $global: .data keeps the plain one,
+            # $name still reads the global
+            ctx.global_keys.discard(key)
+            d[key] = entry[1]
+            lines[key] = entry
+            return
         if entry[5] and isinstance(old, dict) and id(old) in ctx.tables:
             # A block reopening a table: merge its entries one by one.
             old_lines = ctx.linemaps[id(old)][1]
@@ -432,7 +595,7 @@ class _Builder:
             ctx = self.ctx
             d = ctx.current
             key = entry[0]
-            if key in d:
+            if key in d or "." in key:
                 self._insert(d, ctx.linemaps[id(d)][1], entry)
             else:
                 d[key] = entry[1]
@@ -451,6 +614,9 @@ class _Builder:
         for part in name_tok.value.split("."):
             walked.append(part)
             lines = ctx.linemaps[id(d)][1]
+            if part in d and d is ctx.root and part in ctx.global_keys:
+                ctx.global_keys.discard(part)  # [name] after $name: the section wins in .data
+                del d[part]
             if part in d:
                 sub = d[part]
                 if not (isinstance(sub, dict) and id(sub) in ctx.tables):
@@ -494,12 +660,16 @@ class _Builder:
         value_line = tok.line
         if _is_block(value):
             value, value_line = self._block(value), tok.line + 1
-        if name in ctx.globals or name in ctx.root:
-            first = ctx.linemaps[id(ctx.root)][1][name][3]
+        if name in ctx.globals:
+            first = ctx.globals_at[name]
             ctx.fail(f"duplicate key '{name}' (first set on line {first})", tok.line, tok.column)
         ctx.globals[name] = value  # references get copies (see _lookup)
-        ctx.root[name] = value
-        ctx.linemaps[id(ctx.root)][1][name] = (name, value, value_line, tok.line, tok.column, False)
+        ctx.globals_at[name] = tok.line
+        if name not in ctx.root:  # a plain key or section of that name keeps its place in .data
+            ctx.root[name] = value
+            ctx.global_keys.add(name)
+            ctx.linemaps[id(ctx.root)][1][name] = (name, value, value_line, tok.line, tok.column,
+                                                   False)
 
     def curly_block(self, c: list) -> _Entry:
         tok, d = c[0], c[1]
@@ -580,6 +750,31 @@ class _Builder:
         return c[2] if truthy(c[0]) else c[4]
 
 
+_DOTTED_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*")
+
+
+def _var_name(text: str) -> str:
+    """The name in ``$name``, ``$a.b`` or ``${a.b}``."""
+    return text[2:-1].strip() if text[1:2] == "{" else text[1:]
+
+
+def _single_quoted(text: str) -> str:
+    raw = text[1:-1]
+    return SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
+
+
+def _deferred_text(raw: str, parts: list[str], lazy: list[tuple[int, Deferred]],
+                   line: int, column: int) -> Deferred:
+    """A double-quoted string that interpolates a value read later: read later too."""
+    slots = dict(lazy)
+    node: Node = Lit("", line, column)
+    for i, part in enumerate(parts):
+        piece = Lit(slots[i], line, column) if i in slots else Lit(part, line, column)
+        node = Binary("+", node, piece, line, column)
+    first = lazy[0][1]
+    return Deferred.make(f'"{raw}"', node, first.operator, inert=first.inert)
+
+
 def _is_block(value: Any) -> bool:
     return getattr(value, "type", None) == "BLOCK" and isinstance(value, str)
 
@@ -603,6 +798,10 @@ def _parser() -> Lark:
             maybe_placeholders=False,
             cache=True,
         )
+        ContextualLexer.expr_hook = staticmethod(_builder.expr_end)  # type: ignore[assignment]
+        # EXPR is %declare'd (our lexer makes it), so lark binds no terminal callback for it:
+        # add it to the callbacks the parser reads (the same dict).
+        _lark._callbacks["EXPR"] = _builder.EXPR
         # Split a SIMPLE_PAIR token using the very terminals the grammar builds it from:
         # group 1 is the key, groups 2-6 a scalar's kind, group 7 the '[' of an array
         # whose items flat_item then reads one by one, group 8 the '{' of an object
@@ -633,7 +832,10 @@ def load(text: str, *, env: Mapping[str, str] | None = None, path: str | None = 
     blocks: dict[int, str] = {}
     if "'''" in text or '"""' in text:
         text, blocks = _cut_blocks(text, path)
+    if _YAML_OPENER.search(text):
+        text = _indented_blocks(text)
     ctx = _Context(source, os.environ if env is None else env, path, blocks)
+    ctx.text_cut = text
     with _lock:
         parser = _parser()
         _builder.ctx = ctx
@@ -645,7 +847,7 @@ def load(text: str, *, env: Mapping[str, str] | None = None, path: str | None = 
             raise TskSyntaxError("the document nests too deeply", path=path) from None
         finally:
             _builder.ctx = None  # type: ignore[assignment]
-    return Parsed(ctx.root, _value_lines(ctx))
+    return Parsed(ctx.root, _value_lines(ctx), ctx.operators)
 
 
 def _value_lines(ctx: _Context) -> dict[tuple[str, ...], int]:
