@@ -8,7 +8,7 @@ g G h H i s u v e T P O p Z c r U``; any other character is copied.
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def _suffix(day: int) -> str:
@@ -39,7 +39,7 @@ def _letter(c: str, t: datetime, stamp: float) -> str:
 
 def format_date(fmt: str, stamp: float) -> str:
     """``fmt`` applied to the UTC time ``stamp`` (seconds since the epoch)."""
-    t = datetime.fromtimestamp(stamp, tz=timezone.utc)
+    t = datetime.fromtimestamp(stamp, tz=UTC)
     if "%" in fmt:
         return t.strftime(fmt)
     out: list[str] = []

@@ -150,10 +150,14 @@ def _explain(err: Any, text: str, source: str) -> tuple[str, int, int]:
     # Something opened further up and never closed.
     if opener is not None and where != "header":
         line_text = lines[line - 1] if line - 1 < len(lines) else ""
+        statement = _STATEMENT_START.match(line_text)
         if (
             kind == "$END"
             or (where == "env" and kind == "NL")
-            or (line > opener[0].line and _STATEMENT_START.match(line_text) is not None)
+            or (line > opener[0].line and statement is not None
+                # the unexpected token is in the start of a new statement, so the opener
+                # above was left open; a token later on the line is the mistake itself
+                and column - 1 < statement.end())
         ):
             name = f" '{opener[2]}'" if opener[2] else ""
             return _NEVER_CLOSED[where].format(name=name), opener[0].line, opener[0].column

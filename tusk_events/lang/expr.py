@@ -184,6 +184,7 @@ class _Parser:
 
     def arguments(self) -> list[Node]:
         """``( a, b, ... )`` at self.pos; ``name: value`` arguments become one object."""
+        opened = self.pos
         self.pos += 1
         self.nest += 1
         args: list[Node] = []
@@ -203,6 +204,8 @@ class _Parser:
                 self.pos += 1
                 continue
             if not self.peek(")"):
+                if "\n" in self.text[opened:self.pos] or self.pos >= len(self.text):
+                    self.fail("'(' of this call is never closed", opened)
                 self.fail(f"expected ',' or ')' in the call, found {self.found()}")
         self.pos += 1
         self.nest -= 1

@@ -95,7 +95,7 @@ class ContextualLexer(Lexer):
                 leading, scan = self._scanner(accepts)
                 takes_expr = "EXPR" in accepts and expr_hook is not None
                 by_state[state] = (leading, scan, takes_expr)
-            if takes_expr:
+            if takes_expr and expr_hook is not None:
                 expr_end = expr_hook(text, pos, line, line_start)
                 if expr_end is not None:
                     value = text[pos:expr_end]

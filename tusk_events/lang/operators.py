@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tusk_events.errors import ConfigError, TuskError
 from tusk_events.lang import dates
@@ -205,7 +205,7 @@ class Evaluator:
         self.env = env
         self._fail = fail
 
-    def fail(self, message: str, node: Node) -> Any:
+    def fail(self, message: str, node: Node) -> NoReturn:
         self._fail(message, node)
         raise AssertionError("fail() returned")  # pragma: no cover
 

@@ -116,7 +116,6 @@ from tusk_events.lang.values import (
     ESCAPES,
     HEX_RE,
     KEYWORDS,
-    NAME_RE,
     SQ_ESCAPE,
     as_number,
     copy,
@@ -293,6 +292,7 @@ class _Located(Protocol):
     value: str
     line: int
     column: int
+    start_pos: int
 
 
 # An entry, as the member rules produce it and the line maps keep it:
@@ -391,7 +391,7 @@ class _Builder:
             value = self._entries(entries, table=False)
         else:
             value = self._scalar(kind, m.group(kind), tok.line, tok.column + m.start(kind))
-        return (m.group(1).rstrip(" \t:="), value, tok.line, tok.line, tok.column, False)
+        return (_plain_key(m.group(1)), value, tok.line, tok.line, tok.column, False)
 
     def _scalar(self, kind: int, text: str, line: int, column: int) -> Any:
         """The value of a STRING, SQSTRING, NUMBER, WORD or VAR (kinds 2 to 6) text."""
@@ -542,7 +542,7 @@ class _Builder:
     def _insert(self, d: dict[str, Any], lines: dict[str, _Entry], entry: _Entry) -> None:
         key = entry[0]
         ctx = self.ctx
-        if "." in key and key not in d:  # a.b.c: v  nests like [a.b] then c: v
+        if type(key) is _DottedKey and key not in d:  # a.b.c: v nests like [a.b] then c: v
             *parents, key = key.split(".")
             for part in parents:
                 sub = d.get(part)
@@ -556,7 +556,7 @@ class _Builder:
                              f"'{entry[0]}' cannot nest in it", entry[3], entry[4])
                 d = sub
                 lines = ctx.linemaps[id(d)][1]
-            entry = (key, *entry[1:])
+            entry = (str(key), *entry[1:])
         if key not in d:
             d[key] = entry[1]
             lines[key] = entry
@@ -595,7 +595,7 @@ class _Builder:
             ctx = self.ctx
             d = ctx.current
             key = entry[0]
-            if key in d or "." in key:
+            if key in d or type(key) is _DottedKey:
                 self._insert(d, ctx.linemaps[id(d)][1], entry)
             else:
                 d[key] = entry[1]
@@ -638,11 +638,11 @@ class _Builder:
 
     def pair(self, c: list) -> _Entry:
         tok = c[0]
-        return (tok.value.rstrip(" \t:="), c[1], tok.line, tok.line, tok.column, False)
+        return (_plain_key(tok.value), c[1], tok.line, tok.line, tok.column, False)
 
     def pair_block(self, c: list) -> _Entry:
         tok = c[0]
-        return (tok.value.rstrip(" \t:="), self._block(c[1]), tok.line + 1, tok.line,
+        return (_plain_key(tok.value), self._block(c[1]), tok.line + 1, tok.line,
                 tok.column, False)
 
     def quoted_pair(self, c: list) -> _Entry:
@@ -748,6 +748,18 @@ class _Builder:
 
     def ternary(self, c: list) -> Any:
         return c[2] if truthy(c[0]) else c[4]
+
+
+class _DottedKey(str):
+    """An unquoted ``a.b.c`` key: it nests (a quoted "a.b" key does not)."""
+
+    __slots__ = ()
+
+
+def _plain_key(text: str) -> str:
+    """The key of a KEYSEP text (separator and blanks dropped)."""
+    key = text.rstrip(" \t:=")
+    return _DottedKey(key) if "." in key else key
 
 
 _DOTTED_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*")
