@@ -27,6 +27,7 @@ from tusk_events.lang.operators import (
     Node,
     ObjNode,
     Unary,
+    Word,
 )
 from tusk_events.lang.values import KEYWORDS, number
 
@@ -34,6 +35,8 @@ _BLANKS = re.compile(r"[ \t\f\v]*")
 _BLANKS_NL = re.compile(r"(?:[ \t\f\v\n]|#[^\n]*)*")
 _STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _SQSTRING = re.compile(r"'(?:[^'\\\n]|\\.)*'")
+_STRING_ML = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_SQSTRING_ML = re.compile(r"'(?:[^'\\]|\\.)*'", re.DOTALL)
 _TRIPLE = re.compile(r"'''(?:(?!''').)*'''|\"\"\"(?:(?!\"\"\").)*\"\"\"", re.DOTALL)
 _NUMBER = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?(?![\w.\/~@%])")
 _OPERATOR = re.compile(r"@([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
@@ -42,16 +45,16 @@ _VAR = re.compile(r"\$\{[ \t]*([\w-]+(?:\.[\w-]+)*)[ \t]*\}|\$([\w-]+(?:\.[\w-]+
 _WORD = re.compile(r"[\w.\/~][\w.\/~@%-]*")
 _KEY = re.compile(r"[\w-]+|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'")
 _NAME = re.compile(r"[A-Za-z_]\w*")
-_NAMED_ARG = re.compile(r"([A-Za-z_]\w*)[ \t]*:(?!:|//)")
-_BINARY = re.compile(r"&&|\|\||==|!=|<=|>=|[<>+*/%?-]")
-_PRECEDENCE = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 3, ">": 3, "<=": 3, ">=": 3,
+_NAMED_ARG = re.compile(r"([A-Za-z_]\w*)[ \t]*(?::(?!:|//)|=(?!=))")
+_BINARY = re.compile(r"&&|\|\|?|==|!=|<=|>=|[<>+*/%?-]")
+_PRECEDENCE = {"||": 1, "|": 1, "&&": 2, "==": 3, "!=": 3, "<": 3, ">": 3, "<=": 3, ">=": 3,
                "+": 4, "-": 4, "*": 5, "/": 5, "%": 5}
 
 # Does a value start like an expression, or hold an operator on its line? (see lexer.py)
 STARTS = re.compile(r"@(?!env\()[A-Za-z_]|[A-Za-z_][\w.]*\(|!(?!=)|\(")
 HAS_OPERATOR = re.compile(
     r"""(?:[^\n#"'&|]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')*?"""
-    r"""(?:[ \t](?:[-+*/%])[ \t]|&&|\|\|)"""
+    r"""(?:[ \t](?:[-+*/%]|[=!<>]=|[<>])[ \t]|&&|\|\|)"""
 )
 _MAX_DEPTH = 100
 
@@ -87,7 +90,10 @@ class _Parser:
     # ---- positions ------------------------------------------------------------------
 
     def where(self, pos: int) -> tuple[int, int]:
-        """(line, column) of ``pos`` (the text only moves forward from line_start)."""
+        """(line, column) of ``pos`` (counted forward from the last position asked for)."""
+        if pos < self.line_start:
+            self.line -= self.text.count("\n", pos, self.line_start)
+            self.line_start = self.text.rfind("\n", 0, pos) + 1
         breaks = self.text.count("\n", self.line_start, pos)
         if breaks:
             self.line += breaks
@@ -152,7 +158,7 @@ class _Parser:
             line, column = self.where(self.pos)
             self.pos = m.end()
             right = self.binary(prec + 1)
-            left = Binary(op, left, right, line, column)
+            left = Binary("||" if op == "|" else op, left, right, line, column)
 
     def unary(self) -> Node:
         self.blanks()
@@ -170,7 +176,15 @@ class _Parser:
 
     def postfix(self, node: Node) -> Node:
         while True:
-            if self.peek("."):
+            if self.peek("["):  # value[index]
+                line, column = self.where(self.pos)
+                self.pos += 1
+                self.nest += 1
+                index = self.expression()
+                self.expect("]", "']' after the index")
+                self.nest -= 1
+                node = Call("[]", [index], line, column, target=node)
+            elif self.peek("."):
                 m = _NAME.match(self.text, self.pos + 1)
                 if m is None:
                     return node
@@ -226,7 +240,10 @@ class _Parser:
             if m is not None:
                 self.pos = m.end()
                 return Lit(m.group()[3:-3], line, column)
-            m = (_STRING if c == '"' else _SQSTRING).match(text, pos)
+            if self.nest:  # inside a call or brackets a quoted string may span lines
+                m = (_STRING_ML if c == '"' else _SQSTRING_ML).match(text, pos)
+            else:
+                m = (_STRING if c == '"' else _SQSTRING).match(text, pos)
             if m is None:
                 self.fail("unterminated string")
             self.pos = m.end()
@@ -280,7 +297,7 @@ class _Parser:
             if word in KEYWORDS:
                 return Lit(KEYWORDS[word], line, column)
             known, value = self.src.key_value(word)
-            return Lit(value if known else word, line, column)
+            return Lit(value, line, column) if known else Word(word, line, column)
         self.fail(f"expected a value, found {self.found()}")
 
     def array(self, line: int, column: int) -> Node:

@@ -33,9 +33,9 @@ class ContextualLexer(Lexer):
     """
 
     __future_interface__ = 2  # lex(lexer_state, parser_state), lexer_state.text may be a slice
-    # Where a value may start, (text, pos, line, line_start) -> the end of an expression
-    # starting at pos, or None to lex normally (set by the parser, see expr.py).
-    expr_hook: Callable[[str, int, int, int], int | None] | None = None
+    # Where a value may start, (text, pos, line, line_start, value_stack) -> the end of an
+    # expression starting at pos, or None to lex normally (set by the parser, see expr.py).
+    expr_hook: Callable[[str, int, int, int, list], int | None] | None = None
 
     def __init__(self, conf: Any) -> None:
         self.terminals = {t.name: t for t in conf.terminals}
@@ -96,7 +96,7 @@ class ContextualLexer(Lexer):
                 takes_expr = "EXPR" in accepts and expr_hook is not None
                 by_state[state] = (leading, scan, takes_expr)
             if takes_expr and expr_hook is not None:
-                expr_end = expr_hook(text, pos, line, line_start)
+                expr_end = expr_hook(text, pos, line, line_start, parser_state.value_stack)
                 if expr_end is not None:
                     value = text[pos:expr_end]
                     tok = new_str(_Token, value)

@@ -47,6 +47,13 @@ class Lit(Node):
         self.value = value
 
 
+class Word(Lit):
+    """A bare word in an expression that names no key: the string itself, unless an
+    operator needs a number or a value there, then an unknown name (read later)."""
+
+    __slots__ = ()
+
+
 class Call(Node):
     """``@name(args)``, ``name(args)``, ``@name`` (``args`` None) or ``target.name(args)``."""
 
@@ -210,7 +217,7 @@ class Evaluator:
         raise AssertionError("fail() returned")  # pragma: no cover
 
     def eval(self, node: Node) -> Any:
-        if type(node) is Lit:
+        if type(node) is Lit or type(node) is Word:
             value = node.value
             if isinstance(value, Deferred):
                 if self.ctx is None:
@@ -272,26 +279,48 @@ class Evaluator:
         return self.lazy(node, args, self.ctx)
 
     def op_env(self, node: Call, args: list[Node]) -> Any:
-        if not 1 <= len(args) <= 2:
-            self.fail(f"{node.label}(name[, default]) takes one or two arguments", node)
-        var = self.eval(args[0])
-        if not isinstance(var, str) or not var:
+        """``env(name)``, ``env(name, default)``, ``env(name, other_name, ..., default)``."""
+        if not args:
+            self.fail(f"{node.label}(name[, default]) takes the variable name", node)
+        first = self.eval(args[0])
+        if node.name == "env.required":
+            names = first if isinstance(first, list) else [first]
+            values = []
+            for var in names:
+                if not isinstance(var, str) or not var:
+                    self.fail(f"{node.label}( expects variable names as strings", node)
+                if self.env.get(var) is None:
+                    self.fail(f"environment variable {var} is required (@env.required) "
+                              "but not set", node)
+                values.append(self.env[var])
+            return values if isinstance(first, list) else values[0]
+        if not isinstance(first, str) or not first:
             self.fail(f"{node.label}( expects the variable name as a string", node)
-        found = self.env.get(var)
+        found = self.env.get(first)
+        # more than two arguments: fallback variable names, the last one is the default
+        for alt in args[1:-1]:
+            if found is not None:
+                break
+            name = self.eval(alt)
+            found = self.env.get(name) if isinstance(name, str) else None
         if found is None:
-            if node.name == "env.required":
-                raise ConfigError(f"{self._where(node)}: environment variable {var} is required "
-                                  "(@env.required) but not set")
-            found = self.eval(args[1]) if len(args) == 2 else ""
+            found = self.eval(args[-1]) if len(args) >= 2 else ""
         return Secret(found) if node.name == "env.secure" and isinstance(found, str) else found
-
-    def _where(self, node: Node) -> str:
-        return self.ctx.where(node) if self.ctx is not None else f"line {node.line}"
 
     def method(self, node: Call) -> Any:
         assert node.target is not None
         target = self.eval(node.target)
         args = [self.eval(a) for a in node.args or []]
+        if node.name == "[]":
+            index = args[0]
+            try:
+                if isinstance(target, dict) and isinstance(index, str):
+                    return target[index]
+                if isinstance(target, (list, str)) and type(index) is int:
+                    return target[index]
+            except (KeyError, IndexError):
+                self.fail(f"no item {index!r} in {kind(target)}", node)
+            self.type_fail(f"cannot index {kind(target)} with {kind(index)}", node)
         if isinstance(target, str) and node.name in STR_METHODS and node.args is not None:
             name = "strip" if node.name == "trim" else node.name
             try:
@@ -301,6 +330,17 @@ class Evaluator:
         if self.ctx is None:
             raise Later(node.label, inert=True)
         self.fail(f"method {node.label} on {kind(target)} is not supported", node)
+
+    def type_fail(self, message: str, node: Node) -> NoReturn:
+        """A type error; when a bare word that names no key is involved, that unknown name
+        is the cause: the value loads as an inert one and reading it says so."""
+        words = [n for n in _operands(node) if type(n) is Word]
+        if words:
+            if self.ctx is None:
+                raise Later(f"name '{words[0].value}'", inert=True)
+            self.fail(f"unknown name '{words[0].value}' (no key of that name is defined "
+                      f"before it): {message}", node)
+        self.fail(message, node)
 
     def binary(self, node: Binary) -> Any:
         op = node.op
@@ -321,17 +361,19 @@ class Evaluator:
                 return a + b
             if isinstance(a, str) or isinstance(b, str):
                 if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
-                    self.fail(f"cannot add {kind(a)} and {kind(b)}", node)
+                    self.type_fail(f"cannot add {kind(a)} and {kind(b)}", node)
                 return text_of(a) + text_of(b)
         x, y = _num(a), _num(b)
         if op in ("<", ">", "<=", ">="):
             if x is None or y is None:
-                if not (isinstance(a, str) and isinstance(b, str)):
-                    self.fail(f"cannot compare {kind(a)} with {kind(b)} using '{op}'", node)
+                if not (isinstance(a, str) and isinstance(b, str)) or (
+                    type(node.left) is Word or type(node.right) is Word
+                ):
+                    self.type_fail(f"cannot compare {kind(a)} with {kind(b)} using '{op}'", node)
                 x, y = a, b  # type: ignore[assignment]
             return {"<": x < y, ">": x > y, "<=": x <= y, ">=": x >= y}[op]  # type: ignore[operator]
         if x is None or y is None:
-            self.fail(f"cannot apply '{op}' to {kind(a)} and {kind(b)}", node)
+            self.type_fail(f"cannot apply '{op}' to {kind(a)} and {kind(b)}", node)
         assert x is not None and y is not None
         if op == "+":
             return x + y
@@ -455,6 +497,14 @@ class Evaluator:
         if Path(relative).is_absolute() or not target.is_relative_to(base):
             self.fail(f"{node.label}: {relative!r} is outside the config's folder {base}", node)
         return target
+
+
+def _operands(node: Node) -> list[Node]:
+    if isinstance(node, Binary):
+        return [node.left, node.right]
+    if isinstance(node, Call):
+        return [n for n in (node.target, *(node.args or [])) if n is not None]
+    return []
 
 
 def _num(value: Any) -> int | float | None:

@@ -84,6 +84,7 @@ contains ``\\r`` or lines equal to both delimiters.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -313,6 +314,7 @@ class _Builder:
         self.split_pair: Any = None  # set with the grammar: split a SIMPLE_PAIR token
         self.flat_item: Any = None
         self.flat_pair: Any = None
+        self.open_items: list = []  # the parser's value stack while an expression is read
 
     # ---- terminals (called on shift) -------------------------------------------
 
@@ -349,11 +351,17 @@ class _Builder:
         except Later as later:
             return Deferred.make(tok.value, node, later.operator, inert=later.inert)
 
-    def expr_end(self, text: str, pos: int, line: int, line_start: int) -> int | None:
-        """Where an expression starting at ``pos`` ends, if a value there is one (lexer hook)."""
+    def expr_end(self, text: str, pos: int, line: int, line_start: int,
+                 stack: list) -> int | None:
+        """Where an expression starting at ``pos`` ends, if a value there is one (lexer hook).
+
+        ``stack`` is the parser's value stack: the items of the blocks still open, which
+        names in the expression may read too.
+        """
         if STARTS.match(text, pos) is None and HAS_OPERATOR.match(text, pos) is None:
             return None
         ctx = self.ctx
+        self.open_items = stack
         node, end, operators = parse_expression(self.source, pos, line, line_start)
         ctx.exprs[pos] = node
         for name, op_line, op_column in operators:
@@ -443,7 +451,7 @@ class _Builder:
     def _find(self, name: str) -> tuple[bool, Any]:
         ctx = self.ctx
         head, _, rest = name.partition(".")
-        for scope in (ctx.globals, ctx.current, ctx.root):
+        for scope in (ctx.globals, self._open_block(), ctx.current, ctx.root):
             if head in scope:
                 value = scope[head]
                 for part in rest.split(".") if rest else ():
@@ -452,6 +460,16 @@ class _Builder:
                     value = value[part]
                 return True, value
         return False, None
+
+    def _open_block(self) -> dict[str, Any]:
+        """Keys already read in the blocks still open (innermost wins), from the parser's stack."""
+        found: dict[str, Any] = {}
+        for item in self.open_items:
+            entries = item if type(item) is list else [item] if type(item) is tuple else ()
+            for entry in entries:
+                if type(entry) is tuple and len(entry) == 6 and isinstance(entry[0], str):
+                    found[entry[0]] = entry[1]
+        return found
 
     def _key_value(self, word: str) -> tuple[bool, Any]:
         """A bare word inside an expression reads the key it names, if one is defined."""
@@ -844,6 +862,13 @@ def load(text: str, *, env: Mapping[str, str] | None = None, path: str | None = 
     blocks: dict[int, str] = {}
     if "'''" in text or '"""' in text:
         text, blocks = _cut_blocks(text, path)
+    if text.lstrip()[:1] == "{":  # a JSON document is TuskLang too
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return Parsed(data, {(k,): 1 for k in data})
     if _YAML_OPENER.search(text):
         text = _indented_blocks(text)
     ctx = _Context(source, os.environ if env is None else env, path, blocks)
