@@ -52,7 +52,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             except TuskError as err:
                 old_problems = [f"--against {against}: {err}"]
         problems = (_check_services(cfg) + check_contracts(cfg, against=against, old=old)
-                    + old_problems)
+                    + old_problems + _language_problems(cfg, path, strict=args.strict))
         if problems:
             for p in problems:
                 print(f"{path}: {p}", file=sys.stderr)
@@ -60,6 +60,29 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         print(f"{path}: ok ({len(sections)} section{'s' * (len(sections) != 1)}, {n_fujsen} fujsen)")
     return 1 if failed else 0
+
+
+def _language_problems(cfg: Any, path: str, *, strict: bool) -> list[str]:
+    """Print a warning per operator that loads inert; every refused fujsen (and, with
+    ``--strict``, those operators) is a problem."""
+    problems = [str(err) for err in cfg.refused_fujsen]
+    for name, line, column in cfg.unsupported_operators:
+        message = f"{path}:{line}:{column}: operator {name} is not supported (it loads as an inert value)"
+        if strict:
+            problems.append(message)
+        else:
+            print(f"warning: {message}", file=sys.stderr)
+    return problems
+
+
+def _refused_fujsen(files: list[str]) -> int:
+    """``run``: report every fujsen the sandbox refused, in every file; how many."""
+    count = 0
+    for path in files:
+        for err in _load(path).refused_fujsen:
+            print(str(err), file=sys.stderr)
+            count += 1
+    return count
 
 
 def _check_services(cfg: Any) -> list[str]:
@@ -74,10 +97,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     except TuskError as err:
         print(str(err), file=sys.stderr)
         return 1
+    from tusk_events.lang.operators import redact
+
     if args.json:
-        print(json.dumps(cfg.data, indent=2, ensure_ascii=False))
+        print(json.dumps(redact(cfg.data), indent=2, ensure_ascii=False))
     else:
-        print(cfg.to_string(), end="")
+        print(cfg.to_string(redacted=True), end="")
     return 0
 
 
@@ -110,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--against", metavar="OLD",
                    help="also report contract changes since OLD.tsk that break existing consumers")
+    p.add_argument("--strict", action="store_true",
+                   help="fail on operators this runtime cannot evaluate (otherwise warnings)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("show", help="print the parsed values of a config")
@@ -244,6 +271,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tusk_events.runtime.core import Runtime
 
     setup_logging(args.log_level, args.log_format)
+    if _refused_fujsen(args.files):
+        return 1
     if args.processes > 1:
         return _run_processes(args)
     runtime = Runtime.from_files(args.files, **({"isolation": args.isolation} if args.isolation else {}))

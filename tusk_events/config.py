@@ -206,11 +206,13 @@ class TSK:
         """Every fujsen the sandbox refused, in document order (empty when all compiled)."""
         return list(self._refused.values())
 
-    def to_string(self) -> str:
-        """A .tsk document that parses back to the same ``data`` (fujsen included)."""
-        from tusk_events.lang.parser import dumps
+    def to_string(self, *, redacted: bool = False) -> str:
+        """A .tsk document that parses back to the same ``data`` (fujsen included);
+        ``redacted`` writes ``@env.secure`` values as ``"***"``."""
+        from tusk_events.lang.dumps import dumps
+        from tusk_events.lang.operators import redact
 
-        return dumps(self.data)
+        return dumps(redact(self.data) if redacted else self.data)
 
     @property
     def bus_url(self) -> str:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from tusk_events.lang.operators import Deferred
 from tusk_events.lang.values import CLOSERS, DELIMS
 
 _PLAIN_KEY = re.compile(r"[\w-]+")
@@ -30,6 +31,8 @@ def _key(key: Any) -> str:
 
 
 def _scalar(value: Any) -> str:
+    if isinstance(value, Deferred):  # an operator value: written as it was read
+        return str.__str__(value)
     if value is None:
         return "null"
     if value is True:
@@ -62,7 +65,7 @@ def _block_delimiter(s: str) -> str | None:
 
 
 def _write_pair(out: list[str], key: str, value: Any) -> None:
-    if isinstance(value, str):
+    if isinstance(value, str) and not isinstance(value, Deferred):
         delim = _block_delimiter(value)
         if delim is not None:
             out.append(f"{_key(key)} = {delim}\n{value}\n{delim}")

@@ -542,6 +542,20 @@ def evaluate(value: Any, ctx: OperatorContext) -> Any:
     return value
 
 
+REDACTED = "***"
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every :class:`Secret` (``@env.secure``) replaced by ``"***"``."""
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
 def has_deferred(value: Any) -> bool:
     if isinstance(value, Deferred):
         return True
@@ -554,5 +568,5 @@ def has_deferred(value: Any) -> bool:
 
 __all__ = [
     "Deferred", "Evaluator", "Later", "Node", "OperatorContext", "Secret", "evaluate",
-    "has_deferred", "is_known", "register_gauge_sink",
+    "has_deferred", "is_known", "redact", "register_gauge_sink",
 ]
