@@ -51,7 +51,7 @@ _PRECEDENCE = {"||": 1, "|": 1, "&&": 2, "==": 3, "!=": 3, "<": 3, ">": 3, "<=":
                "+": 4, "-": 4, "*": 5, "/": 5, "%": 5}
 
 # Does a value start like an expression, or hold an operator on its line? (see lexer.py)
-STARTS = re.compile(r"@(?!env\()[A-Za-z_]|[A-Za-z_][\w.]*\(|!(?!=)|\(")
+STARTS = re.compile(r"@[A-Za-z_]|[A-Za-z_][\w.]*\(|!(?!=)|\(")
 HAS_OPERATOR = re.compile(
     r"""(?:[^\n#"'&|]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')*?"""
     r"""(?:[ \t](?:[-+*/%]|[=!<>]=|[<>])[ \t]|&&|\|\|)"""
@@ -196,8 +196,11 @@ class _Parser:
             else:
                 return node
 
-    def arguments(self) -> list[Node]:
-        """``( a, b, ... )`` at self.pos; ``name: value`` arguments become one object."""
+    def arguments(self, at: int | None = None) -> list[Node]:
+        """``( a, b, ... )`` at self.pos; ``name: value`` arguments become one object.
+
+        ``at``: where an ``@env`` call starts, for the messages an ``@env(`` call gets.
+        """
         opened = self.pos
         self.pos += 1
         self.nest += 1
@@ -219,8 +222,12 @@ class _Parser:
                 continue
             if not self.peek(")"):
                 if "\n" in self.text[opened:self.pos] or self.pos >= len(self.text):
+                    if at is not None:
+                        self.fail("unterminated @env( call", at)
                     self.fail("'(' of this call is never closed", opened)
                 self.fail(f"expected ',' or ')' in the call, found {self.found()}")
+        if at is not None and not args and not named:
+            self.fail("expected the variable name in @env(...)")
         self.pos += 1
         self.nest -= 1
         if named:
@@ -257,7 +264,7 @@ class _Parser:
                 self.fail("expected an operator name after '@'")
             self.pos = m.end()
             name = m.group(1)
-            args = self.arguments() if self.peek("(") else None
+            args = self.arguments(pos if name == "env" else None) if self.peek("(") else None
             self.operators.append(("@" + name, line, column))
             return Call(name, args, line, column)
         if c == "$":

@@ -16,6 +16,7 @@ that folder themselves.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -196,6 +197,8 @@ PURE = frozenset({"env", "env.required", "env.secure", "if", "json", "json.encod
 LAZY = frozenset({"date", "date.now", "query", "file", "file.read", "file.exists", "cache",
                   "metrics"})
 _XFILE_SUFFIX = ".tsk.get"
+# SQL that starts with SELECT (after blanks and comments); the store's SQL guard does the rest
+_SELECT = re.compile(r"(?:\s|--[^\n]*\n|/\*.*?\*/)*select\b", re.IGNORECASE | re.DOTALL)
 MAX_FILE_DEPTH = 8
 
 
@@ -359,7 +362,8 @@ class Evaluator:
         if op == "+":
             if isinstance(a, list) and isinstance(b, list):
                 return a + b
-            if isinstance(a, str) or isinstance(b, str):
+            numeric = (_is_number(a) and _num(b) is not None) or (_is_number(b) and _num(a) is not None)
+            if (isinstance(a, str) or isinstance(b, str)) and not numeric:
                 if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
                     self.type_fail(f"cannot add {kind(a)} and {kind(b)}", node)
                 return text_of(a) + text_of(b)
@@ -437,6 +441,8 @@ class Evaluator:
         values = [self.eval(a) for a in args]
         if not values or not isinstance(values[0], str):
             self.fail("@query(sql, *params) takes the SQL text first", node)
+        if not _SELECT.match(values[0]):
+            self.fail("@query is read-only: the SQL must be a single SELECT", node)
         if ctx.query is None:
             self.fail("@query needs an event store, and this config has none", node)
         try:
@@ -505,6 +511,10 @@ def _operands(node: Node) -> list[Node]:
     if isinstance(node, Call):
         return [n for n in (node.target, *(node.args or [])) if n is not None]
     return []
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _num(value: Any) -> int | float | None:
