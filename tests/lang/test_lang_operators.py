@@ -84,9 +84,10 @@ def test_date_is_lazy_and_reads_the_injected_clock() -> None:
     assert cfg.get_value("s", "now") == "2024-02-29T13:05:09+00:00"
 
 
-def test_date_with_a_bad_timestamp_is_a_tusk_error() -> None:
-    with pytest.raises(ConfigError, match="timestamp"):
-        value('@date("Y", "yesterday")')
+@pytest.mark.parametrize("stamp", ['"yesterday"', "1e308", "-1e20"])
+def test_date_with_a_bad_timestamp_is_a_tusk_error(stamp: str) -> None:
+    with pytest.raises(ConfigError, match="@date"):
+        value(f'@date("Y", {stamp})')
 
 
 # --------------------------------------------------------------------------- @if, logic

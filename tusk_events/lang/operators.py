@@ -405,7 +405,10 @@ class Evaluator:
             number = _num(stamp)
             if number is None:
                 self.fail(f"{node.label}: the timestamp must be a number of seconds", node)
-            return dates.format_date(fmt, float(number))  # type: ignore[arg-type]
+            try:
+                return dates.format_date(fmt, float(number))  # type: ignore[arg-type]
+            except (OverflowError, OSError, ValueError) as err:
+                self.fail(f"{node.label}: cannot format {number!r}: {err}", node)
         if name == "cache":
             if len(args) < 2:
                 self.fail("@cache(ttl, value) takes a TTL and a value", node)
