@@ -269,3 +269,9 @@ ISOLATION_MAX_MESSAGE = 256 << 20
 
 ISOLATION_ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ")
 """The only environment variables a worker inherits (secrets of the host stay with the host)."""
+
+TSK_FILE_DEPTH = 8
+"""How many ``@other.tsk.get(...)`` reads may chain (a cycle between .tsk files stops here)."""
+
+EXPRESSION_DEPTH = 100
+"""How deeply an operator expression may nest before it is refused (the reader is recursive)."""

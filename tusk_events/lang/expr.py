@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from tusk_events.defaults import EXPRESSION_DEPTH
 from tusk_events.lang.operators import (
     Binary,
     Call,
@@ -56,7 +57,7 @@ HAS_OPERATOR = re.compile(
     r"""(?:[^\n#"'&|]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')*?"""
     r"""(?:[ \t](?:[-+*/%]|[=!<>]=|[<>])[ \t]|&&|\|\|)"""
 )
-_MAX_DEPTH = 100
+_MAX_DEPTH = EXPRESSION_DEPTH
 
 
 class Source:

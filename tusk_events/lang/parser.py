@@ -1,5 +1,10 @@
 """The TuskLang (.tsk) parser: text in, plain JSON-compatible values out.
 
+This module is longer than most (about 900 lines, a third of it this docstring): the
+transformer's callbacks share per-document state and the grammar's rule names, so they
+stay together; the lexer, the pre-passes, diagnosis, expressions, operators and
+``dumps`` live in their own modules.
+
 ``load()`` runs in three steps:
 
 1. a line-oriented pre-pass normalises the text (UTF-8 BOM dropped, ``\\r\\n`` read as
@@ -33,10 +38,13 @@ The language, where the TuskLang documents leave room to choose:
   where they appear (top level before any header); they may nest in each other.
 * **Keys** are letters (any script), digits, ``_`` and ``-`` (``X-Frame-Options``, ``404``);
   a key may also be quoted (``"my key": 1``), using the rules of the matching string style.
-  ``$name: value`` defines a global: it is stored at top level as ``name`` and can be
-  read afterwards as ``$name`` or, inside double quotes, as ``${name}``. A reference
-  to a global that is not defined *earlier* in the document is an error. Globals
-  holding arrays or objects are copied where they are referenced.
+  ``$name: value`` defines a global: it is stored at top level as ``name`` (unless a
+  plain key or section ``name`` exists: ``.data`` keeps that one) and can be read
+  afterwards as ``$name`` or, inside double quotes, as ``${name}``. ``$name`` and
+  ``${name}`` read a global first, then a key defined *earlier* in the open section or
+  block, then at top level; ``$a.b.c`` / ``${a.b.c}`` walk into sections. A reference
+  to nothing defined earlier is an error. Arrays and objects are copied where they are
+  referenced. An unquoted dotted key ``a.b.c: v`` nests like ``[a.b]`` then ``c: v``.
 * **Comments** run from ``#`` to the end of the line anywhere outside quotes, so a bare
   word stops at ``#``.
 * **Double-quoted strings** are single-line and understand ``\\n \\t \\r \\b \\f \\0 \\\\ \\"
@@ -65,7 +73,11 @@ The language, where the TuskLang documents leave room to choose:
   allowed. Object items are ``key: value``, ``key = value``, ``"key": value`` or blocks.
 * **@env("NAME")** reads the ``env`` mapping (``os.environ`` by default) and yields the
   string found there, or ``""`` when unset; ``@env("NAME", default)`` yields the default
-  (any value) when unset. ``@env`` is the only ``@`` operator.
+  (any value) when unset. Every other operator, ``name(...)`` call, arithmetic and
+  ``&& || !`` is an expression (``expr.py``), evaluated by ``operators.py``.
+* **The guides' dialect.** A ``;`` may end a line. ``key:`` alone over deeper-indented
+  lines opens a YAML-style nested section (an array when they are ``- item`` lines).
+  A document that is a JSON object is read as JSON.
 * **Conditions.** ``cond ? a : b`` picks ``a`` or ``b``; the else branch may itself be a
   conditional. ``cond`` is a value or a comparison ``x OP y`` with ``== != < > <= >=``;
   a comparison on its own is also a value (``true``/``false``). A string compared
@@ -111,8 +123,8 @@ from tusk_events.lang.operators import (
     Node,
     is_known,
 )
+from tusk_events.lang.prepass import YAML_OPENER, cut_blocks, indented_blocks
 from tusk_events.lang.values import (
-    CLOSERS,
     DQ_SPECIAL,
     ESCAPES,
     HEX_RE,
@@ -143,107 +155,8 @@ class Parsed:
     value_lines: dict[tuple[str, ...], int]
     unsupported: list[tuple[str, int, int]] = field(default_factory=list)
 
-# --------------------------------------------------------------------------- pre-pass
 
 _BOM = "\ufeff"
-# A delimiter at the end of a line (trailing blanks allowed): a candidate opener.
-_DELIM_AT_EOL = re.compile(r"""(?:'''|\"\"\")(?=[ \t]*$)""", re.MULTILINE)
-# What may precede an opening delimiter on its line: anything but a comment, with
-# quoted strings skipped whole, ending in the key's ':' or '='.
-_OPENER_PREFIX = re.compile(r"""(?:[^#"'\n]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')*?[:=][ \t]*""")
-
-
-def _cut_blocks(text: str, path: str | None) -> tuple[str, dict[int, str]]:
-    """Replace each multi-line ''' / \"\"\" value by blank lines; return the content by line.
-
-    The opening line is left alone (lark lexes its delimiter as BLOCK and the
-    transformer looks the content up by that line), so positions do not move.
-    """
-    blocks: dict[int, str] = {}
-    pieces: list[str] = []
-    done = 0  # text[:done] has been copied to pieces
-    line, counted = 1, 0  # line number at offset `counted`
-    for m in _DELIM_AT_EOL.finditer(text):
-        start = m.start()
-        if start < done:
-            continue  # inside a block already cut out
-        line_start = text.rfind("\n", 0, start) + 1
-        if not _OPENER_PREFIX.fullmatch(text, line_start, start):
-            continue
-        line += text.count("\n", counted, start)
-        counted = start
-        delim = m.group()
-        body_start = text.index("\n", start) + 1
-        close = CLOSERS[delim].search(text, body_start)
-        if close is None:
-            fail(
-                f"unterminated {delim}-string opened here",
-                text, path, line, start - line_start + 1,
-            )
-        close_start = close.start()
-        blocks[line] = text[body_start : close_start - 1] if close_start > body_start else ""
-        end = close.end()  # at the closing line's '\n' (or the end of the text)
-        pieces.append(text[done:body_start])
-        pieces.append("\n" * text.count("\n", body_start, end))
-        done = end
-    if not blocks:
-        return text, blocks
-    pieces.append(text[done:])
-    return "".join(pieces), blocks
-
-# `key:` alone on its line, then a deeper-indented line: YAML-style nesting.
-_YAML_OPENER = re.compile(r"^[ \t]*[\w-]+[ \t]*:[ \t]*(?:#[^\n]*)?\n[ \t]+[^\s#]", re.MULTILINE)
-_YAML_KEY = re.compile(r"[ \t]*([\w-]+[ \t]*):[ \t]*(?:#.*)?")
-_YAML_ITEM = re.compile(r"[ \t]*-(?=[ \t]|$)")
-# A line up to its comment (quoted strings skipped whole).
-_BEFORE_COMMENT = re.compile(r"""(?:[^#"'\n]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|["'])*""")
-
-
-def _indented_blocks(text: str) -> str:
-    """Read YAML-style nesting: ``key:`` over deeper-indented lines is a ``key { }`` block,
-    or an array when those lines are ``- item``s.
-
-    The text is edited in place of characters, so every line and column stays where it
-    was: the ``:`` becomes ``{`` (or ``:[``), an item's ``-`` becomes a blank, and the
-    closers go at the end of the block's last line, before any comment.
-    """
-    lines = text.split("\n")
-
-    def indent(s: str) -> int:
-        return len(s) - len(s.lstrip(" \t"))
-
-    content = [i for i, s in enumerate(lines) if s.strip() and not s.lstrip().startswith("#")]
-    stack: list[tuple[int, str]] = []  # (indent of the opening key, closer)
-    closers: dict[int, str] = {}
-    last = -1
-    for n, i in enumerate(content):
-        line = lines[i]
-        depth = indent(line)
-        while stack and depth <= stack[-1][0]:
-            closers[last] = closers.get(last, "") + stack.pop()[1]
-        if stack and stack[-1][1] == "]":
-            item = _YAML_ITEM.match(line)
-            if item is not None:
-                line = lines[i] = line[: item.end() - 1] + " " + line[item.end():]
-        key = _YAML_KEY.fullmatch(line)
-        if key is not None and n + 1 < len(content) and indent(lines[content[n + 1]]) > depth:
-            at = key.end(1)
-            if _YAML_ITEM.match(lines[content[n + 1]]):
-                lines[i] = line[:at] + ":[" + line[at + 1:]
-                stack.append((depth, "]"))
-            else:
-                lines[i] = line[:at] + "{" + line[at + 1:]
-                stack.append((depth, "}"))
-        last = i
-    while stack:
-        closers[last] = closers.get(last, "") + stack.pop()[1]
-    for i, closer in closers.items():
-        line = lines[i]
-        m = _BEFORE_COMMENT.match(line)
-        cut = len(line.rstrip(" \t")) if m is None else len(line[: m.end()].rstrip(" \t"))
-        lines[i] = line[:cut] + closer + line[cut:]
-    return "\n".join(lines)
-
 
 # --------------------------------------------------------------------------- transformer
 
@@ -861,7 +774,7 @@ def load(text: str, *, env: Mapping[str, str] | None = None, path: str | None = 
     source = text
     blocks: dict[int, str] = {}
     if "'''" in text or '"""' in text:
-        text, blocks = _cut_blocks(text, path)
+        text, blocks = cut_blocks(text, path)
     if text.lstrip()[:1] == "{":  # a JSON document is TuskLang too
         try:
             data = json.loads(text)
@@ -869,8 +782,8 @@ def load(text: str, *, env: Mapping[str, str] | None = None, path: str | None = 
             data = None
         if isinstance(data, dict):
             return Parsed(data, {(k,): 1 for k in data})
-    if _YAML_OPENER.search(text):
-        text = _indented_blocks(text)
+    if YAML_OPENER.search(text):
+        text = indented_blocks(text)
     ctx = _Context(source, os.environ if env is None else env, path, blocks)
     ctx.text_cut = text
     with _lock:
