@@ -25,8 +25,9 @@ EXCLUDED = {
     "tests/hello-simple.tsk",  # a PHP-style heredoc demo, not a config
     # the docs' deliberate "invalid syntax" example (a section header missing its ']')
     "docs-branch/docs/sdk/python/003-basic-syntax-python.md:537",
-    # the docs' XML comparison example ("the same config in XML")
-    "docs-branch/docs/sdk/python/002-quick-start-python.md:224",
+    # the docs' broken example: its Python string holds a """ that ends it early, so the
+    # text a user gets is not the .tsk the page shows (see its tsk_as_written)
+    "docs-branch/docs/sdk/python/003-basic-syntax-python.md:107",
 }
 
 

@@ -45,9 +45,23 @@ def data(text: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     ('{"server": {"port": 8080}}', {"server": {"port": 8080}}),
     # guides' function-call forms
     ('debug: if(env("MODE", "dev") == "dev", true, false)\n', {"debug": True}),
+    # /* */ comments starting a line; items split by line breaks inside expressions
+    ("a: 1\n/* a\n   comment */\nb: 2\n", {"a": 1, "b": 2}),
+    ('db: if(true, {\n  host: "h"  # primary\n  pool: [1\n 2]\n}, null)\n',
+     {"db": {"host": "h", "pool": [1, 2]}}),
+    # [child:parent] starts with the parent's keys, which the child may override
+    ("[base]\nt: 30\nr: 3\n[api:base]\nt: 60\n[api.users:api]\ne: 1\n",
+     {"base": {"t": 30, "r": 3},
+      "api": {"t": 60, "r": 3, "users": {"t": 60, "r": 3, "e": 1}}}),
 ])
 def test_dialect(text: str, expected: dict[str, Any]) -> None:
     assert data(text) == expected
+
+
+def test_inheriting_from_a_missing_section_is_an_error() -> None:
+    with pytest.raises(TskSyntaxError, match=r"no section \[nope\]") as info:
+        load("[api:nope]\nx: 1\n", env={})
+    assert info.value.line == 1
 
 
 def test_yaml_nesting_keeps_lines_for_errors() -> None:

@@ -85,6 +85,7 @@ class _Parser:
         self.line = line  # line number at offset line_start
         self.line_start = line_start
         self.nest = 0  # open ( [ {: line breaks are blanks inside
+        self.token_end = pos
         self.depth = 0
         self.operators: list[tuple[str, int, int]] = []
 
@@ -173,7 +174,9 @@ class _Parser:
             line, column = self.where(pos)
             self.pos += 1
             return Unary("-", self.unary(), line, column)
-        return self.postfix(self.primary())
+        node = self.postfix(self.primary())
+        self.token_end = self.pos  # where the last value token ended (blanks come after)
+        return node
 
     def postfix(self, node: Node) -> Node:
         while True:
@@ -317,10 +320,11 @@ class _Parser:
             if self.peek("]"):
                 break
             items.append(self.expression())
+            after = self.token_end
             self.blanks()
             if self.peek(","):
                 self.pos += 1
-            elif not self.peek("]"):
+            elif not self.peek("]") and "\n" not in self.text[after:self.pos]:
                 self.fail(f"expected ',' or ']' in array, found {self.found()}")
         self.pos += 1
         self.nest -= 1
@@ -355,10 +359,11 @@ class _Parser:
                 self.fail(f"duplicate key '{key}'", key_pos)
             seen.add(key)
             pairs.append((key, self.expression()))
+            after = self.token_end
             self.blanks()
             if self.peek(","):
                 self.pos += 1
-            elif not self.peek("}"):
+            elif not self.peek("}") and "\n" not in self.text[after:self.pos]:
                 self.fail(f"expected ',' or '}}' in object, found {self.found()}")
         self.pos += 1
         self.nest -= 1

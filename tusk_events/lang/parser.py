@@ -123,7 +123,12 @@ from tusk_events.lang.operators import (
     Node,
     is_known,
 )
-from tusk_events.lang.prepass import YAML_OPENER, cut_blocks, indented_blocks
+from tusk_events.lang.prepass import (
+    YAML_OPENER,
+    blank_block_comments,
+    cut_blocks,
+    indented_blocks,
+)
 from tusk_events.lang.values import (
     DQ_SPECIAL,
     ESCAPES,
@@ -165,8 +170,8 @@ class _Context:
     """Per-document state the transformer reads and fills while lark parses."""
 
     __slots__ = (
-        "blocks", "current", "env", "exprs", "global_keys", "globals", "globals_at", "linemaps",
-        "operators", "path", "root", "tables", "text", "text_cut",
+        "blocks", "current", "env", "exprs", "global_keys", "globals", "globals_at", "inherited",
+        "linemaps", "operators", "path", "root", "tables", "text", "text_cut",
     )
 
     def __init__(self, text: str, env: Mapping[str, str], path: str | None,
@@ -178,6 +183,7 @@ class _Context:
         self.globals: dict[str, Any] = {}
         self.globals_at: dict[str, int] = {}  # global -> the line that set it
         self.text_cut = text  # the text lark reads (multi-line values blanked out)
+        self.inherited: set[tuple[int, str]] = set()  # (id(section), key) copied from a parent
         self.global_keys: set[str] = set()  # top-level keys that hold a $global (a plain key may replace)
         self.exprs: dict[int, Node] = {}  # offset -> expression node (see expr_end)
         self.operators: list[tuple[str, int, int]] = []  # unsupported operators, in order
@@ -493,6 +499,11 @@ class _Builder:
             lines[key] = entry
             return
         old = d[key]
+        if (id(d), key) in ctx.inherited:  # overriding what [child:parent] copied
+            ctx.inherited.discard((id(d), key))
+            d[key] = entry[1]
+            lines[key] = entry
+            return
         if d is ctx.root and key in ctx.global_keys:
             # a plain key or section named like a $global: .data keeps the plain one,
             # $name still reads the global
@@ -542,7 +553,8 @@ class _Builder:
         name_tok = c[1]
         d = ctx.root
         walked: list[str] = []
-        for part in name_tok.value.split("."):
+        name, _, parent = name_tok.value.partition(":")  # [child:parent] inherits
+        for part in name.strip().split("."):
             walked.append(part)
             lines = ctx.linemaps[id(d)][1]
             if part in d and d is ctx.root and part in ctx.global_keys:
@@ -564,6 +576,23 @@ class _Builder:
                 d[part] = sub
                 d = sub
         ctx.current = d
+        if parent:
+            self._inherit(d, parent.strip(), name_tok)
+
+    def _inherit(self, d: dict[str, Any], parent: str, tok: _Located) -> None:
+        """``[child:parent]``: the child starts with copies of the parent's keys."""
+        ctx = self.ctx
+        source: Any = ctx.root
+        for part in parent.split("."):
+            source = source.get(part) if isinstance(source, dict) else None
+        if not isinstance(source, dict) or source is d:
+            ctx.fail(f"no section [{parent}] above to inherit from", tok.line, tok.column)
+        lines = ctx.linemaps[id(d)][1]
+        for key, entry in ctx.linemaps[id(source)][1].items():
+            if key not in d and not isinstance(source[key], dict):
+                d[key] = copy(source[key])
+                lines[key] = (key, d[key], *entry[2:])
+                ctx.inherited.add((id(d), key))
 
     # ---- members -----------------------------------------------------------------
 
@@ -782,6 +811,8 @@ def load(text: str, *, env: Mapping[str, str] | None = None, path: str | None = 
             data = None
         if isinstance(data, dict):
             return Parsed(data, {(k,): 1 for k in data})
+    if "/*" in text:
+        text = blank_block_comments(text)
     if YAML_OPENER.search(text):
         text = indented_blocks(text)
     ctx = _Context(source, os.environ if env is None else env, path, blocks)

@@ -107,3 +107,12 @@ def indented_blocks(text: str) -> str:
         cut = len(line.rstrip(" \t")) if m is None else len(line[: m.end()].rstrip(" \t"))
         lines[i] = line[:cut] + closer + line[cut:]
     return "\n".join(lines)
+
+
+# A /* ... */ comment that starts its line (the guides' multi-line comment).
+_BLOCK_COMMENT = re.compile(r"^[ \t]*/\*.*?\*/", re.MULTILINE | re.DOTALL)
+
+
+def blank_block_comments(text: str) -> str:
+    """Blank out ``/* ... */`` comments that start a line, keeping their line breaks."""
+    return _BLOCK_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), text)
