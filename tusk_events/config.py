@@ -192,7 +192,10 @@ class TSK:
     def operator_context(self) -> OperatorContext:
         """What operators may read: this config's env, folder, event store and trust level."""
         if self._operators is None:
+            from tusk_events.lang.parser import load
+
             self._operators = OperatorContext(
+                loader=load,
                 env=self.env,
                 path=self._filename,
                 folder=Path(self.path).parent if self.path else None,

@@ -173,6 +173,8 @@ class OperatorContext:
     now: Callable[[], float] = time.time
     cache: dict[int, tuple[float, Any]] = field(default_factory=dict)
     depth: int = 0  # how many cross-file reads led here (a cycle stops at MAX_FILE_DEPTH)
+    # parses another .tsk text: (text, env=, path=) -> an object with .data (lang.parser.load)
+    loader: Callable[..., Any] | None = None
 
     def where(self, node: Node) -> str:
         return f"{self.path or '<string>'}:{node.line}:{node.column}"
@@ -479,21 +481,22 @@ class Evaluator:
     def _other_file(self, node: Call, ctx: OperatorContext, target: Path, text: str,
                     key: Any) -> Any:
         """``key`` (dotted) of the sibling .tsk ``target``, read with the same env and folder."""
-        from tusk_events.lang.parser import load
-
         if not isinstance(key, str):
             self.fail(f"{node.label}(key) takes the key as a string", node)
         if ctx.depth >= MAX_FILE_DEPTH:
             self.fail(f"{node.label}: .tsk files read each other more than {MAX_FILE_DEPTH} "
                       "deep (a cycle?)", node)
-        other = load(text, env=ctx.env, path=str(target))
+        if ctx.loader is None:
+            self.fail(f"{node.label}: this context cannot read other .tsk files", node)
+        other = ctx.loader(text, env=ctx.env, path=str(target))
         value: Any = other.data
         for part in key.split("."):
             if not isinstance(value, dict) or part not in value:
                 self.fail(f"{node.label}: no key {key!r} in {target.name}", node)
             value = value[part]
         sub = OperatorContext(env=ctx.env, path=str(target), folder=ctx.folder, query=ctx.query,
-                              trust=ctx.trust, now=ctx.now, depth=ctx.depth + 1)
+                              trust=ctx.trust, now=ctx.now, depth=ctx.depth + 1,
+                              loader=ctx.loader)
         return evaluate(value, sub)
 
     def _inside(self, node: Call, ctx: OperatorContext, relative: str) -> Path:
