@@ -277,7 +277,7 @@ class _Builder:
         ``stack`` is the parser's value stack: the items of the blocks still open, which
         names in the expression may read too.
         """
-        if STARTS.match(text, pos) is None and HAS_OPERATOR.match(text, pos) is None:
+        if _EXPRESSION_HINT(text, pos) is None:
             return None
         ctx = self.ctx
         self.open_items = stack
@@ -722,6 +722,8 @@ def _plain_key(text: str) -> str:
     return _DottedKey(key) if "." in key else key
 
 
+# A value starts like an expression, or its line holds an operator (one regex, one call).
+_EXPRESSION_HINT = re.compile(f"{STARTS.pattern}|{HAS_OPERATOR.pattern}").match
 _DOTTED_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*")
 
 
