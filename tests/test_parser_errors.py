@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tusk_events.errors import TskSyntaxError
@@ -158,7 +159,9 @@ MORE = [
     ("[a.]\n", 1, 4, "expected a name after '.' in the section header"),
     ("a: [1 2]\n", 1, 7, "expected ',' or ']' in array, found '2'"),
     ("a: {x: 1 y: 2}\n", 1, 10, "expected ',' or a line break between items, found 'y:'"),
-    ("x: @query(\"a\")\n", 1, 4, "unknown operator '@query' (only @env(...) is supported)"),
+    ("x: @query(\"a\"\ny: 2\n", 1, 10, "'(' of this call is never closed"),
+    ("x: @\n", 1, 4, "expected a value, found '@'"),
+    ("a {\n  b: 1 2\n}\n", 2, 8, "expected ',' or a line break between items, found '2'"),
     ("x: @env()\n", 1, 9, "expected the variable name in @env(...)"),
     ("x: $\n", 1, 4, "expected a variable name after '$'"),
     ('x: "${"\n', 1, 5, "unterminated ${ in string (missing '}')"),
@@ -278,7 +281,12 @@ def _outcome(text: str) -> tuple:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(mutated_corpus(), st.lists(TSK_ALPHABET, max_size=40).map("".join)))
 def test_own_lexer_fails_like_larks(text: str) -> None:
-    """Same values and the same error, at the same place, as with lark's contextual lexer."""
+    """Same values and the same error, at the same place, as with lark's contextual lexer.
+
+    Expressions (operators, calls, arithmetic) are cut out by our lexer alone (lark's has
+    no EXPR terminal), so texts that could hold one are left to the other tests.
+    """
+    assume(re.search(r"[@!(&|]|[ \t][-+*/%][ \t]", text) is None)
     assert _outcome(text) == _with_larks_lexer(text)
 
 

@@ -60,7 +60,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             except TuskError as err:
                 old_problems = [f"--against {against}: {err}"]
         problems = (_check_services(cfg) + check_contracts(cfg, against=against, old=old)
-                    + old_problems)
+                    + old_problems + _language_problems(cfg, path, strict=args.strict))
         if problems:
             for p in problems:
                 print(f"{path}: {p}", file=sys.stderr)
@@ -84,6 +84,29 @@ def _lint(configs: Sequence[Any]) -> int:
     return len(findings)
 
 
+def _language_problems(cfg: Any, path: str, *, strict: bool) -> list[str]:
+    """Print a warning per operator that loads inert; every refused fujsen (and, with
+    ``--strict``, those operators) is a problem."""
+    problems = [str(err) for err in cfg.refused_fujsen]
+    for name, line, column in cfg.unsupported_operators:
+        message = f"{path}:{line}:{column}: operator {name} is not supported (it loads as an inert value)"
+        if strict:
+            problems.append(message)
+        else:
+            print(f"warning: {message}", file=sys.stderr)
+    return problems
+
+
+def _refused_fujsen(files: list[str]) -> int:
+    """``run``: report every fujsen the sandbox refused, in every file; how many."""
+    count = 0
+    for path in files:
+        for err in _load(path).refused_fujsen:
+            print(str(err), file=sys.stderr)
+            count += 1
+    return count
+
+
 def _check_services(cfg: Any) -> list[str]:
     from tusk_events.runtime.services import check_services
 
@@ -91,11 +114,13 @@ def _check_services(cfg: Any) -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from tusk_events.lang.operators import redact
+
     cfg = _load(args.file)
     if args.json:
-        print(json.dumps(cfg.data, indent=2, ensure_ascii=False))
+        print(json.dumps(redact(cfg.data), indent=2, ensure_ascii=False))
     else:
-        print(cfg.to_string(), end="")
+        print(cfg.to_string(redacted=True), end="")
     return 0
 
 
@@ -143,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="configs run together (warnings look across all)")
     p.add_argument("--against", metavar="OLD",
                    help="also report contract changes since OLD.tsk that break existing consumers")
-    p.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when there are warnings (operators this runtime cannot evaluate included)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("show", help="print the parsed values of a config")
@@ -305,6 +331,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level, args.log_format)
     if args.strict and _strict_refusal(args.files):
+        return 1
+    if _refused_fujsen(args.files):
         return 1
     if args.processes > 1:
         return _run_processes(args)

@@ -1,7 +1,16 @@
 """The TSK object: a parsed .tsk document whose fujsen can be executed.
 
-Every fujsen is checked and compiled when the document is loaded, so a config that breaks
-the sandbox policy is refused before anything runs.
+Every fujsen is checked and compiled when the document is loaded. A fujsen the sandbox
+refuses does not refuse the document: ``refused_fujsen`` lists every refusal (``check``
+and ``run`` report them all and fail) and ``execute_fujsen`` on it raises its
+:class:`SandboxViolation`, with its line.
+
+Operator values (``@query``, ``@date``, ``@file``, ``@cache``, unknown operators, ...) that
+need I/O, the clock or something this runtime cannot do stay unevaluated in ``.data``
+(a :class:`~tusk_events.lang.operators.Deferred`: a string holding the source text, so
+``.data`` stays JSON-safe); ``get_value`` and fujsen globals read them through an
+:class:`~tusk_events.lang.operators.OperatorContext` built here: the env mapping, the
+config's folder, ``query`` on the event store, the trust level.
 
 Fujsen globals, from weakest to strongest:
 
@@ -32,19 +41,25 @@ from tusk_events.defaults import (
     FUJSEN_TIMEOUT_S,
     STORE_ENV_VAR,
 )
-from tusk_events.errors import ConfigError, FujsenError
+from tusk_events.errors import ConfigError, FujsenError, SandboxViolation, TuskError
 from tusk_events.fujsen.executor import FujsenRunner
 from tusk_events.fujsen.guards import safe_builtins
 from tusk_events.fujsen.helpers import helper_globals
 from tusk_events.fujsen.sandbox import CompiledFujsen, compile_fujsen
+from tusk_events.lang.operators import Deferred, OperatorContext, evaluate, has_deferred
 
 _CODE = re.compile(r"\s*(?:#[^\n]*\n\s*)*def\s+\w+\s*\(")
+# A fujsen written in JavaScript (the other SDKs' docs): refused with its own message.
+_JAVASCRIPT = re.compile(
+    r"\s*(?://[^\n]*\n\s*)*(?:function\s*\w*\s*\(|(?:const|let|var)\s+\w+\s*=|"
+    r"(?:async\s+)?\([\w\s,]*\)\s*=>|\w+\s*=>)"
+)
 _BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
 _string_counter = 0
 
 
 def _is_fujsen_key(key: str, value: Any) -> bool:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or isinstance(value, Deferred):
         return False
     return key == "fujsen" or key.endswith("_fujsen") or bool(_CODE.match(value))
 
@@ -72,6 +87,7 @@ class TSK:
         fujsen_timeout: float | None = None,
         text: str | None = None,
         isolation: str | None = None,
+        unsupported: list[tuple[str, int, int]] | None = None,
     ) -> None:
         from tusk_events.fujsen.isolation import isolation_level
 
@@ -84,6 +100,11 @@ class TSK:
         self._lines = dict(value_lines or {})
         self._filename = path or self._register_source(text)
         self._compiled: dict[tuple[str, str], CompiledFujsen] = {}
+        # (section, key) -> why the sandbox refused that fujsen (raised when it is run)
+        self._refused: dict[tuple[str, str], SandboxViolation] = {}
+        self.unsupported_operators: list[tuple[str, int, int]] = list(unsupported or [])
+        """``(operator, line, column)`` of every operator that loads as an inert value."""
+        self._operators: OperatorContext | None = None
         self._runners: dict[tuple[str, str], FujsenRunner] = {}
         self._globals: dict[str, dict[str, Any]] = {}
         self._helpers = helper_globals(
@@ -112,6 +133,7 @@ class TSK:
         return cls(
             parsed.data, value_lines=parsed.value_lines, path=path, env=env,
             fujsen_timeout=fujsen_timeout, text=text, isolation=isolation,
+            unsupported=parsed.unsupported,
         )
 
     @classmethod
@@ -156,14 +178,44 @@ class TSK:
         return node if isinstance(node, dict) else None
 
     def get_value(self, section: str, key: str, default: Any = None) -> Any:
+        """``key`` of ``section``, with operator values read now (see :meth:`resolve`)."""
         sect = self.get_section(section)
-        return default if sect is None else sect.get(key, default)
+        return default if sect is None or key not in sect else self.resolve(sect[key])
 
-    def to_string(self) -> str:
-        """A .tsk document that parses back to the same ``data`` (fujsen included)."""
-        from tusk_events.lang.parser import dumps
+    def resolve(self, value: Any) -> Any:
+        """``value`` with every unevaluated operator inside it read (``@query`` runs, ...)."""
+        if not has_deferred(value):
+            return value
+        return evaluate(value, self.operator_context)
 
-        return dumps(self.data)
+    @property
+    def operator_context(self) -> OperatorContext:
+        """What operators may read: this config's env, folder, event store and trust level."""
+        if self._operators is None:
+            from tusk_events.lang.parser import load
+
+            self._operators = OperatorContext(
+                loader=load,
+                env=self.env,
+                path=self._filename,
+                folder=Path(self.path).parent if self.path else None,
+                query=self._helpers.get("query"),
+                trust=getattr(self, "trust", "trusted"),
+            )
+        return self._operators
+
+    @property
+    def refused_fujsen(self) -> list[SandboxViolation]:
+        """Every fujsen the sandbox refused, in document order (empty when all compiled)."""
+        return list(self._refused.values())
+
+    def to_string(self, *, redacted: bool = False) -> str:
+        """A .tsk document that parses back to the same ``data`` (fujsen included);
+        ``redacted`` writes ``@env.secure`` values as ``"***"``."""
+        from tusk_events.lang.dumps import dumps
+        from tusk_events.lang.operators import redact
+
+        return dumps(redact(self.data) if redacted else self.data)
 
     @property
     def bus_url(self) -> str:
@@ -258,15 +310,26 @@ class TSK:
     def _compile_all(self) -> None:
         for section, values in self.sections().items():
             for key, value in values.items():
-                if _is_fujsen_key(key, value):
+                if _is_fujsen_key(key, value) or (
+                    key.endswith("_fujsen") and isinstance(value, str)
+                    and _JAVASCRIPT.match(value)
+                ):
                     path = tuple(section.split(".")) + (key,)
                     first = self._lines.get(path, 1)
-                    self._compiled[(section, key)] = compile_fujsen(
-                        value, name=key, filename=self._filename, first_line=first
-                    )
+                    try:
+                        if _JAVASCRIPT.match(value):
+                            raise SandboxViolation(
+                                f"{self._filename}:{first}: fujsen '{key}' is JavaScript; "
+                                "JavaScript fujsen are not supported (write it in Python)"
+                            )
+                        self._compiled[(section, key)] = compile_fujsen(
+                            value, name=key, filename=self._filename, first_line=first
+                        )
+                    except SandboxViolation as err:
+                        self._refused[(section, key)] = err
 
     def fujsen_names(self, section: str) -> list[str]:
-        """The names ``execute_fujsen`` accepts for ``section``."""
+        """The names ``execute_fujsen`` accepts for ``section`` (refused ones excluded)."""
         names: list[str] = []
         for (sect, key), compiled in self._compiled.items():
             if sect != section:
@@ -293,6 +356,9 @@ class TSK:
             known = ", ".join(sorted(self.sections())) or "none"
             raise FujsenError(f"no section [{section}] in {self._filename} (sections: {known})")
         for key in (name, f"{name}_fujsen"):
+            refused = self._refused.get((section, key))
+            if refused is not None:
+                raise refused
             compiled = self._compiled.get((section, key))
             if compiled is not None:
                 entry = _pick_entry(compiled, name)
@@ -305,6 +371,8 @@ class TSK:
         compiled = self._compiled.get((section, "fujsen"))
         if compiled is not None and name in compiled.functions:
             return self._runner(section, compiled, name)
+        if (section, "fujsen") in self._refused:
+            raise self._refused[(section, "fujsen")]
         available = ", ".join(self.fujsen_names(section)) or "none"
         raise FujsenError(f"no fujsen '{name}' in [{section}] (available: {available})")
 
@@ -325,12 +393,23 @@ class TSK:
             )
         return FujsenRunner(compiled, entry, section, self._section_globals(section), float(timeout))
 
+    def _readable(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` read (operators evaluated); one that cannot be read is left out, so a
+        fujsen that uses it fails on its name rather than every fujsen failing."""
+        out: dict[str, Any] = {}
+        for k, v in values.items():
+            try:
+                out[k] = self.resolve(v)
+            except TuskError:
+                continue
+        return out
+
     def _section_globals(self, section: str) -> dict[str, Any]:
         g = self._globals.get(section)
         if g is not None:
             return g
         g = {"event_bus": self.bus_url, "event_store": self.store_url}
-        g.update({k: v for k, v in self.data.items() if not isinstance(v, dict)})
+        g.update(self._readable({k: v for k, v in self.data.items() if not isinstance(v, dict)}))
         seen: dict[str, list[Any]] = {}
         for name, values in self.sections().items():
             if name == section:
@@ -340,9 +419,9 @@ class TSK:
                     seen.setdefault(k, []).append(v)
         for k, vs in seen.items():
             if all(v == vs[0] for v in vs):
-                g[k] = vs[0]
+                g.update(self._readable({k: vs[0]}))
         own = self.get_section(section) or {}
-        g.update(own)
+        g.update(self._readable(own))
         g.update(self._helpers)
         g["__builtins__"] = _BUILTINS
         g["__name__"] = f"fujsen:{section}"

@@ -388,3 +388,9 @@ EXIT_DEAD_LETTERED = 3
 
 DEBUG_ENV_VAR = "TUSK_DEBUG"
 """Set to 1 to see Python tracebacks instead of one-line errors (as ``--debug`` does)."""
+
+TSK_FILE_DEPTH = 8
+"""How many ``@other.tsk.get(...)`` reads may chain (a cycle between .tsk files stops here)."""
+
+EXPRESSION_DEPTH = 100
+"""How deeply an operator expression may nest before it is refused (the reader is recursive)."""

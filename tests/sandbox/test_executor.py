@@ -231,16 +231,20 @@ def test_fujsen_exception_points_at_the_tsk_file_and_line(tmp_path):
 
 
 def test_violation_at_load_names_construct_file_and_line(tmp_path):
+    """The document loads; the refusal is listed and raised when that fujsen is run."""
     path = tmp_path / "bad.tsk"
     path.write_text("[svc]\nx: 1\n\nbad_fujsen = '''\ndef bad():\n    import os\n    return os\n'''\n")
+    cfg = TSK.from_file(path, env={})
+    assert [f"{path}:6: import of 'os' is not allowed" in str(e) for e in cfg.refused_fujsen] == [True]
     with pytest.raises(SandboxViolation) as ei:
-        TSK.from_file(path, env={})
+        cfg.execute_fujsen("svc", "bad")
     assert f"{path}:6: import of 'os' is not allowed" in str(ei.value)
 
 
 def test_invalid_python_in_fujsen_is_reported_with_its_line():
+    cfg = tsk("[s]\n\nf_fujsen = '''\ndef f(:\n    return 1\n'''\n")
     with pytest.raises(SandboxViolation, match=r":4: fujsen 'f_fujsen' is not valid Python"):
-        tsk("[s]\n\nf_fujsen = '''\ndef f(:\n    return 1\n'''\n")
+        cfg.execute_fujsen("s", "f")
 
 
 def test_system_exit_and_recursion_never_reach_the_caller_raw():

@@ -1,5 +1,10 @@
 """The TuskLang (.tsk) parser: text in, plain JSON-compatible values out.
 
+This module is longer than most (about 900 lines, a third of it this docstring): the
+transformer's callbacks share per-document state and the grammar's rule names, so they
+stay together; the lexer, the pre-passes, diagnosis, expressions, operators and
+``dumps`` live in their own modules.
+
 ``load()`` runs in three steps:
 
 1. a line-oriented pre-pass normalises the text (UTF-8 BOM dropped, ``\\r\\n`` read as
@@ -33,10 +38,13 @@ The language, where the TuskLang documents leave room to choose:
   where they appear (top level before any header); they may nest in each other.
 * **Keys** are letters (any script), digits, ``_`` and ``-`` (``X-Frame-Options``, ``404``);
   a key may also be quoted (``"my key": 1``), using the rules of the matching string style.
-  ``$name: value`` defines a global: it is stored at top level as ``name`` and can be
-  read afterwards as ``$name`` or, inside double quotes, as ``${name}``. A reference
-  to a global that is not defined *earlier* in the document is an error. Globals
-  holding arrays or objects are copied where they are referenced.
+  ``$name: value`` defines a global: it is stored at top level as ``name`` (unless a
+  plain key or section ``name`` exists: ``.data`` keeps that one) and can be read
+  afterwards as ``$name`` or, inside double quotes, as ``${name}``. ``$name`` and
+  ``${name}`` read a global first, then a key defined *earlier* in the open section or
+  block, then at top level; ``$a.b.c`` / ``${a.b.c}`` walk into sections. A reference
+  to nothing defined earlier is an error. Arrays and objects are copied where they are
+  referenced. An unquoted dotted key ``a.b.c: v`` nests like ``[a.b]`` then ``c: v``.
 * **Comments** run from ``#`` to the end of the line anywhere outside quotes, so a bare
   word stops at ``#``.
 * **Double-quoted strings** are single-line and understand ``\\n \\t \\r \\b \\f \\0 \\\\ \\"
@@ -65,7 +73,11 @@ The language, where the TuskLang documents leave room to choose:
   allowed. Object items are ``key: value``, ``key = value``, ``"key": value`` or blocks.
 * **@env("NAME")** reads the ``env`` mapping (``os.environ`` by default) and yields the
   string found there, or ``""`` when unset; ``@env("NAME", default)`` yields the default
-  (any value) when unset. ``@env`` is the only ``@`` operator.
+  (any value) when unset. Every other operator, ``name(...)`` call, arithmetic and
+  ``&& || !`` is an expression (``expr.py``), evaluated by ``operators.py``.
+* **The guides' dialect.** A ``;`` may end a line. ``key:`` alone over deeper-indented
+  lines opens a YAML-style nested section (an array when they are ``- item`` lines).
+  A document that is a JSON object is read as JSON.
 * **Conditions.** ``cond ? a : b`` picks ``a`` or ``b``; the else branch may itself be a
   conditional. ``cond`` is a value or a comparison ``x OP y`` with ``== != < > <= >=``;
   a comparison on its own is also a value (``true``/``false``). A string compared
@@ -85,189 +97,71 @@ contains ``\\r`` or lines equal to both delimiters.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from lark import Lark, Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.lexer import Lexer, LexerState
+from lark import Lark
+from lark.exceptions import UnexpectedInput
 
 from tusk_events.errors import TskSyntaxError
+from tusk_events.lang.diagnose import diagnose
+from tusk_events.lang.dumps import dumps
+from tusk_events.lang.expr import HAS_OPERATOR, STARTS, Source, parse_expression
+from tusk_events.lang.lexer import ContextualLexer
+from tusk_events.lang.operators import (
+    STR_METHODS,
+    Binary,
+    Deferred,
+    Evaluator,
+    Later,
+    Lit,
+    Node,
+    is_known,
+)
+from tusk_events.lang.prepass import (
+    YAML_OPENER,
+    blank_block_comments,
+    cut_blocks,
+    indented_blocks,
+)
+from tusk_events.lang.values import (
+    DQ_SPECIAL,
+    ESCAPES,
+    HEX_RE,
+    KEYWORDS,
+    SQ_ESCAPE,
+    as_number,
+    copy,
+    equal,
+    fail,
+    kind,
+    number,
+    text_of,
+    truthy,
+)
 
 __all__ = ["Parsed", "dumps", "load"]
 
 
 @dataclass(frozen=True)
 class Parsed:
-    """A parsed document: its values, and where each value starts in the text."""
+    """A parsed document: its values, where each value starts, the operators it cannot run.
+
+    ``unsupported`` lists ``(operator, line, column)`` for every operator that loads as an
+    inert value (``@request``, ``php(...)``, ...): evaluating one raises a ``TuskError``.
+    """
 
     data: dict[str, Any]
     value_lines: dict[tuple[str, ...], int]
+    unsupported: list[tuple[str, int, int]] = field(default_factory=list)
 
-
-# --------------------------------------------------------------------------- pre-pass
 
 _BOM = "\ufeff"
-_DELIMS = ("'''", '"""')
-# A delimiter at the end of a line (trailing blanks allowed): a candidate opener.
-_DELIM_AT_EOL = re.compile(r"""(?:'''|\"\"\")(?=[ \t]*$)""", re.MULTILINE)
-# What may precede an opening delimiter on its line: anything but a comment, with
-# quoted strings skipped whole, ending in the key's ':' or '='.
-_OPENER_PREFIX = re.compile(r"""(?:[^#"'\n]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')*?[:=][ \t]*""")
-# A closing line: the same delimiter, nothing else but whitespace (as str.strip() sees it).
-_CLOSERS = {d: re.compile(r"^[^\S\n]*" + d + r"[^\S\n]*$", re.MULTILINE) for d in _DELIMS}
-
-
-def _cut_blocks(text: str, path: str | None) -> tuple[str, dict[int, str]]:
-    """Replace each multi-line ''' / \"\"\" value by blank lines; return the content by line.
-
-    The opening line is left alone (lark lexes its delimiter as BLOCK and the
-    transformer looks the content up by that line), so positions do not move.
-    """
-    blocks: dict[int, str] = {}
-    pieces: list[str] = []
-    done = 0  # text[:done] has been copied to pieces
-    line, counted = 1, 0  # line number at offset `counted`
-    for m in _DELIM_AT_EOL.finditer(text):
-        start = m.start()
-        if start < done:
-            continue  # inside a block already cut out
-        line_start = text.rfind("\n", 0, start) + 1
-        if not _OPENER_PREFIX.fullmatch(text, line_start, start):
-            continue
-        line += text.count("\n", counted, start)
-        counted = start
-        delim = m.group()
-        body_start = text.index("\n", start) + 1
-        close = _CLOSERS[delim].search(text, body_start)
-        if close is None:
-            _fail(
-                f"unterminated {delim}-string opened here",
-                text, path, line, start - line_start + 1,
-            )
-        close_start = close.start()
-        blocks[line] = text[body_start : close_start - 1] if close_start > body_start else ""
-        end = close.end()  # at the closing line's '\n' (or the end of the text)
-        pieces.append(text[done:body_start])
-        pieces.append("\n" * text.count("\n", body_start, end))
-        done = end
-    if not blocks:
-        return text, blocks
-    pieces.append(text[done:])
-    return "".join(pieces), blocks
-
-
-# --------------------------------------------------------------------------- values
-
-_KEYWORDS: dict[str, Any] = {"true": True, "false": False, "null": None}
-_FALSY_STRINGS = frozenset({"", "false", "0", "no", "off"})
-_NUMBER = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
-_ESCAPES = {
-    "n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0",
-    "\\": "\\", '"': '"', "'": "'", "/": "/", "$": "$",
-}
-_DQ_SPECIAL = re.compile(r"\\|\$\{")
-_SQ_ESCAPE = re.compile(r"\\([\\'])")
-_NAME = re.compile(r"[\w-]+")
-_HEX = re.compile(r"[0-9a-fA-F]+")
-
-
-def _number(text: str) -> int | float | None:
-    """The int or float a number literal denotes, or None when it cannot be represented."""
-    if "." in text or "e" in text or "E" in text:
-        value = float(text)
-        return value if math.isfinite(value) else None
-    try:
-        return int(text)
-    except ValueError:  # more digits than int() accepts
-        return None
-
-
-def _text_of(value: Any) -> str:
-    """How a value reads inside a string (``${name}``): strings as is, the rest as JSON."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _copy(value: Any) -> Any:
-    """A fresh copy of a JSON-like value, so a referenced global is never shared."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.lower() not in _FALSY_STRINGS
-    return bool(value)
-
-
-def _as_number(value: Any) -> int | float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        return _number(value.strip())
-    return None
-
-
-def _as_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        word = value.strip().lower()
-        return True if word == "true" else False if word == "false" else None
-    return None
-
-
-def _equal(a: Any, b: Any) -> bool:
-    """``==`` of the language: exact for like kinds, a string read as a number/boolean otherwise."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        flag = _as_bool(a)
-        return flag is not None and flag == _as_bool(b)
-    if type(a) is type(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float))):
-        return bool(a == b)
-    if isinstance(a, str) or isinstance(b, str):
-        number = _as_number(a)
-        return number is not None and number == _as_number(b)
-    return False
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def _source_line(text: str, line: int) -> str | None:
-    lines = text.split("\n")
-    return lines[line - 1] if 1 <= line <= len(lines) else None
-
-
-def _fail(message: str, text: str, path: str | None, line: int, column: int) -> NoReturn:
-    raise TskSyntaxError(
-        message, path=path, line=line, column=column, source_line=_source_line(text, line)
-    )
-
 
 # --------------------------------------------------------------------------- transformer
 
@@ -276,7 +170,8 @@ class _Context:
     """Per-document state the transformer reads and fills while lark parses."""
 
     __slots__ = (
-        "blocks", "current", "env", "globals", "linemaps", "path", "root", "tables", "text",
+        "blocks", "current", "env", "exprs", "global_keys", "globals", "globals_at", "inherited",
+        "linemaps", "operators", "path", "root", "tables", "text", "text_cut",
     )
 
     def __init__(self, text: str, env: Mapping[str, str], path: str | None,
@@ -286,6 +181,12 @@ class _Context:
         self.path = path
         self.blocks = blocks
         self.globals: dict[str, Any] = {}
+        self.globals_at: dict[str, int] = {}  # global -> the line that set it
+        self.text_cut = text  # the text lark reads (multi-line values blanked out)
+        self.inherited: set[tuple[int, str]] = set()  # (id(section), key) copied from a parent
+        self.global_keys: set[str] = set()  # top-level keys that hold a $global (a plain key may replace)
+        self.exprs: dict[int, Node] = {}  # offset -> expression node (see expr_end)
+        self.operators: list[tuple[str, int, int]] = []  # unsupported operators, in order
         self.root: dict[str, Any] = {}
         self.current = self.root
         # id(dict) -> (dict, {key: entry}); holding the dict keeps ids unique meanwhile.
@@ -301,7 +202,7 @@ class _Context:
         return lines
 
     def fail(self, message: str, line: int, column: int) -> NoReturn:
-        _fail(message, self.text, self.path, line, column)
+        fail(message, self.text, self.path, line, column)
 
 
 class _Located(Protocol):
@@ -311,6 +212,7 @@ class _Located(Protocol):
     value: str
     line: int
     column: int
+    start_pos: int
 
 
 # An entry, as the member rules produce it and the line maps keep it:
@@ -331,6 +233,7 @@ class _Builder:
         self.split_pair: Any = None  # set with the grammar: split a SIMPLE_PAIR token
         self.flat_item: Any = None
         self.flat_pair: Any = None
+        self.open_items: list = []  # the parser's value stack while an expression is read
 
     # ---- terminals (called on shift) -------------------------------------------
 
@@ -339,7 +242,7 @@ class _Builder:
 
     def SQSTRING(self, tok: _Located) -> str:
         raw = tok.value[1:-1]
-        return _SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
+        return SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
 
     def TRIPLE(self, tok: _Located) -> str:
         return tok.value[3:-3]
@@ -349,10 +252,43 @@ class _Builder:
 
     def WORD(self, tok: _Located) -> Any:
         text = tok.value
-        return _KEYWORDS.get(text, text)
+        return KEYWORDS.get(text, text)
 
     def VAR(self, tok: _Located) -> Any:
-        return self._lookup(tok.value[1:], tok.line, tok.column)
+        return self._lookup(_var_name(tok.value), tok.line, tok.column)
+
+    def EXPR(self, tok: _Located) -> Any:
+        """An expression the lexer cut out (see expr_end): its value, or a Deferred."""
+        ctx = self.ctx
+        node = ctx.exprs.pop(tok.start_pos)
+
+        def fail(message: str, at: Node) -> NoReturn:
+            ctx.fail(message, at.line, at.column)
+
+        try:
+            return Evaluator(None, ctx.env, fail).eval(node)
+        except Later as later:
+            return Deferred.make(tok.value, node, later.operator, inert=later.inert)
+
+    def expr_end(self, text: str, pos: int, line: int, line_start: int,
+                 stack: list) -> int | None:
+        """Where an expression starting at ``pos`` ends, if a value there is one (lexer hook).
+
+        ``stack`` is the parser's value stack: the items of the blocks still open, which
+        names in the expression may read too.
+        """
+        if _EXPRESSION_HINT(text, pos) is None:
+            return None
+        ctx = self.ctx
+        self.open_items = stack
+        node, end, operators = parse_expression(self.source, pos, line, line_start)
+        ctx.exprs[pos] = node
+        for name, op_line, op_column in operators:
+            bare = name.lstrip("@")
+            known = name[1:] in STR_METHODS if name[0] == "." else is_known(bare)
+            if not known:
+                ctx.operators.append((name, op_line, op_column))
+        return end
 
     def SIMPLE_PAIR(self, tok: _Located) -> _Entry:
         """``key: scalar`` (or a one-line array or object of scalars) and its line break."""
@@ -382,7 +318,7 @@ class _Builder:
             value = self._entries(entries, table=False)
         else:
             value = self._scalar(kind, m.group(kind), tok.line, tok.column + m.start(kind))
-        return (m.group(1).rstrip(" \t:="), value, tok.line, tok.line, tok.column, False)
+        return (_plain_key(m.group(1)), value, tok.line, tok.line, tok.column, False)
 
     def _scalar(self, kind: int, text: str, line: int, column: int) -> Any:
         """The value of a STRING, SQSTRING, NUMBER, WORD or VAR (kinds 2 to 6) text."""
@@ -390,12 +326,12 @@ class _Builder:
             return self._double_quoted(text, line, column)
         if kind == 3:
             raw = text[1:-1]
-            return _SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
+            return SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
         if kind == 4:
             return self._number(text, line, column)
         if kind == 5:
-            return _KEYWORDS.get(text, text)
-        return self._lookup(text[1:], line, column)
+            return KEYWORDS.get(text, text)
+        return self._lookup(_var_name(text), line, column)
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -406,7 +342,7 @@ class _Builder:
             return self._double_quoted(key, line, column)
         if key[0] == "'":
             raw = key[1:-1]
-            return _SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
+            return SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
         return key
 
     def _double_quoted(self, text: str, line: int, column: int) -> str:
@@ -418,28 +354,73 @@ class _Builder:
     def _number(self, text: str, line: int, column: int) -> int | float:
         if text.isdigit() and len(text) < 19:
             return int(text)
-        value = _number(text)
+        value = number(text)
         if value is None:
             shown = text if len(text) <= 20 else text[:20] + "..."
             self.ctx.fail(f"number {shown} is out of range", line, column)
         return value
 
     def _lookup(self, name: str, line: int, column: int) -> Any:
-        try:
-            value = self.ctx.globals[name]
-        except KeyError:
+        """``$name`` / ``${a.b}``: a global, else a key defined earlier (section, then top level)."""
+        found, value = self._find(name)
+        if not found:
             self.ctx.fail(f"undefined variable ${name}", line, column)
-        return _copy(value) if isinstance(value, (dict, list)) else value
+        return copy(value) if isinstance(value, (dict, list)) else value
+
+    def _find(self, name: str) -> tuple[bool, Any]:
+        ctx = self.ctx
+        head, _, rest = name.partition(".")
+        for scope in (ctx.globals, self._open_block(), ctx.current, ctx.root):
+            if head in scope:
+                value = scope[head]
+                for part in rest.split(".") if rest else ():
+                    if not isinstance(value, dict) or part not in value:
+                        return False, None
+                    value = value[part]
+                return True, value
+        return False, None
+
+    def _open_block(self) -> dict[str, Any]:
+        """Keys already read in the blocks still open (innermost wins), from the parser's stack."""
+        found: dict[str, Any] = {}
+        for item in self.open_items:
+            entries = item if type(item) is list else [item] if type(item) is tuple else ()
+            for entry in entries:
+                if type(entry) is tuple and len(entry) == 6 and isinstance(entry[0], str):
+                    found[entry[0]] = entry[1]
+        return found
+
+    def _key_value(self, word: str) -> tuple[bool, Any]:
+        """A bare word inside an expression reads the key it names, if one is defined."""
+        found, value = self._find(word)
+        if found and isinstance(value, (dict, list)):
+            value = copy(value)
+        return found, value
+
+    @property
+    def source(self) -> Source:
+        ctx = self.ctx
+        return Source(
+            ctx.text_cut,
+            fail=ctx.fail,
+            double_quoted=self._double_quoted,
+            single_quoted=_single_quoted,
+            lookup=self._lookup,
+            key_value=self._key_value,
+        )
 
     def _unescape(self, raw: str, line: int, column: int) -> str:
         """Resolve escapes and ``${name}`` in double-quoted text starting at ``column``."""
         out: list[str] = []
+        lazy: list[tuple[int, Deferred]] = []  # interpolated values read later
         pos = 0
         n = len(raw)
         while True:
-            m = _DQ_SPECIAL.search(raw, pos)
+            m = DQ_SPECIAL.search(raw, pos)
             if m is None:
                 out.append(raw[pos:])
+                if lazy:
+                    return _deferred_text(raw, out, lazy, line, column)
                 return "".join(out)
             i = m.start()
             out.append(raw[pos:i])
@@ -448,25 +429,28 @@ class _Builder:
                 if close < 0:
                     self.ctx.fail("unterminated ${ in string (missing '}')", line, column + i)
                 name = raw[i + 2 : close].strip()
-                if not _NAME.fullmatch(name):
+                if not _DOTTED_NAME.fullmatch(name):
                     self.ctx.fail("expected a variable name inside ${...}", line, column + i)
-                out.append(_text_of(self._lookup(name, line, column + i)))
+                found = self._lookup(name, line, column + i)
+                if isinstance(found, Deferred):
+                    lazy.append((len(out), found))
+                out.append(text_of(found))
                 pos = close + 1
                 continue
             c = raw[i + 1] if i + 1 < n else ""
-            if c in _ESCAPES:
-                out.append(_ESCAPES[c])
+            if c in ESCAPES:
+                out.append(ESCAPES[c])
                 pos = i + 2
             elif c in ("u", "U"):
                 width = 4 if c == "u" else 8
                 digits = raw[i + 2 : i + 2 + width]
-                if not _HEX.fullmatch(digits) or len(digits) != width:
+                if not HEX_RE.fullmatch(digits) or len(digits) != width:
                     self.ctx.fail(f"\\{c} needs {width} hex digits", line, column + i)
                 code = int(digits, 16)
                 pos = i + 2 + width
                 if 0xD800 <= code < 0xDC00 and raw.startswith("\\u", pos):
                     low = raw[pos + 2 : pos + 6]
-                    if len(low) == 4 and _HEX.fullmatch(low) and 0xDC00 <= int(low, 16) < 0xE000:
+                    if len(low) == 4 and HEX_RE.fullmatch(low) and 0xDC00 <= int(low, 16) < 0xE000:
                         code = 0x10000 + ((code - 0xD800) << 10) + (int(low, 16) - 0xDC00)
                         pos += 6
                 if code > 0x10FFFF:
@@ -494,12 +478,39 @@ class _Builder:
 
     def _insert(self, d: dict[str, Any], lines: dict[str, _Entry], entry: _Entry) -> None:
         key = entry[0]
+        ctx = self.ctx
+        if type(key) is _DottedKey and key not in d:  # a.b.c: v nests like [a.b] then c: v
+            *parents, key = key.split(".")
+            for part in parents:
+                sub = d.get(part)
+                if sub is None:
+                    sub = {}
+                    ctx.register(sub, table=True)
+                    d[part] = sub
+                    lines[part] = (part, sub, entry[2], entry[3], entry[4], True)
+                elif not (isinstance(sub, dict) and id(sub) in ctx.tables):
+                    ctx.fail(f"'{part}' already holds a value (line {lines[part][3]}); "
+                             f"'{entry[0]}' cannot nest in it", entry[3], entry[4])
+                d = sub
+                lines = ctx.linemaps[id(d)][1]
+            entry = (str(key), *entry[1:])
         if key not in d:
             d[key] = entry[1]
             lines[key] = entry
             return
         old = d[key]
-        ctx = self.ctx
+        if (id(d), key) in ctx.inherited:  # overriding what [child:parent] copied
+            ctx.inherited.discard((id(d), key))
+            d[key] = entry[1]
+            lines[key] = entry
+            return
+        if d is ctx.root and key in ctx.global_keys:
+            # a plain key or section named like a $global: .data keeps the plain one,
+            # $name still reads the global
+            ctx.global_keys.discard(key)
+            d[key] = entry[1]
+            lines[key] = entry
+            return
         if entry[5] and isinstance(old, dict) and id(old) in ctx.tables:
             # A block reopening a table: merge its entries one by one.
             old_lines = ctx.linemaps[id(old)][1]
@@ -526,7 +537,7 @@ class _Builder:
             ctx = self.ctx
             d = ctx.current
             key = entry[0]
-            if key in d:
+            if key in d or type(key) is _DottedKey:
                 self._insert(d, ctx.linemaps[id(d)][1], entry)
             else:
                 d[key] = entry[1]
@@ -542,9 +553,13 @@ class _Builder:
         name_tok = c[1]
         d = ctx.root
         walked: list[str] = []
-        for part in name_tok.value.split("."):
+        name, _, parent = name_tok.value.partition(":")  # [child:parent] inherits
+        for part in name.strip().split("."):
             walked.append(part)
             lines = ctx.linemaps[id(d)][1]
+            if part in d and d is ctx.root and part in ctx.global_keys:
+                ctx.global_keys.discard(part)  # [name] after $name: the section wins in .data
+                del d[part]
             if part in d:
                 sub = d[part]
                 if not (isinstance(sub, dict) and id(sub) in ctx.tables):
@@ -561,16 +576,33 @@ class _Builder:
                 d[part] = sub
                 d = sub
         ctx.current = d
+        if parent:
+            self._inherit(d, parent.strip(), name_tok)
+
+    def _inherit(self, d: dict[str, Any], parent: str, tok: _Located) -> None:
+        """``[child:parent]``: the child starts with copies of the parent's keys."""
+        ctx = self.ctx
+        source: Any = ctx.root
+        for part in parent.split("."):
+            source = source.get(part) if isinstance(source, dict) else None
+        if not isinstance(source, dict) or source is d:
+            ctx.fail(f"no section [{parent}] above to inherit from", tok.line, tok.column)
+        lines = ctx.linemaps[id(d)][1]
+        for key, entry in ctx.linemaps[id(source)][1].items():
+            if key not in d and not isinstance(source[key], dict):
+                d[key] = copy(source[key])
+                lines[key] = (key, d[key], *entry[2:])
+                ctx.inherited.add((id(d), key))
 
     # ---- members -----------------------------------------------------------------
 
     def pair(self, c: list) -> _Entry:
         tok = c[0]
-        return (tok.value.rstrip(" \t:="), c[1], tok.line, tok.line, tok.column, False)
+        return (_plain_key(tok.value), c[1], tok.line, tok.line, tok.column, False)
 
     def pair_block(self, c: list) -> _Entry:
         tok = c[0]
-        return (tok.value.rstrip(" \t:="), self._block(c[1]), tok.line + 1, tok.line,
+        return (_plain_key(tok.value), self._block(c[1]), tok.line + 1, tok.line,
                 tok.column, False)
 
     def quoted_pair(self, c: list) -> _Entry:
@@ -588,12 +620,16 @@ class _Builder:
         value_line = tok.line
         if _is_block(value):
             value, value_line = self._block(value), tok.line + 1
-        if name in ctx.globals or name in ctx.root:
-            first = ctx.linemaps[id(ctx.root)][1][name][3]
+        if name in ctx.globals:
+            first = ctx.globals_at[name]
             ctx.fail(f"duplicate key '{name}' (first set on line {first})", tok.line, tok.column)
         ctx.globals[name] = value  # references get copies (see _lookup)
-        ctx.root[name] = value
-        ctx.linemaps[id(ctx.root)][1][name] = (name, value, value_line, tok.line, tok.column, False)
+        ctx.globals_at[name] = tok.line
+        if name not in ctx.root:  # a plain key or section of that name keeps its place in .data
+            ctx.root[name] = value
+            ctx.global_keys.add(name)
+            ctx.linemaps[id(ctx.root)][1][name] = (name, value, value_line, tok.line, tok.column,
+                                                   False)
 
     def curly_block(self, c: list) -> _Entry:
         tok, d = c[0], c[1]
@@ -651,16 +687,16 @@ class _Builder:
     def comparison(self, c: list) -> bool:
         a, op, b = c
         if op == "==":
-            return _equal(a, b)
+            return equal(a, b)
         if op == "!=":
-            return not _equal(a, b)
-        x: Any = _as_number(a)
-        y: Any = _as_number(b)
+            return not equal(a, b)
+        x: Any = as_number(a)
+        y: Any = as_number(b)
         if x is None or y is None:
             if isinstance(a, str) and isinstance(b, str):
                 x, y = a, b
             else:
-                self.ctx.fail(f"cannot compare {_kind(a)} with {_kind(b)} using '{op}'",
+                self.ctx.fail(f"cannot compare {kind(a)} with {kind(b)} using '{op}'",
                               op.line, op.column)
         if op == "<":
             return bool(x < y)
@@ -671,142 +707,50 @@ class _Builder:
         return bool(x >= y)
 
     def ternary(self, c: list) -> Any:
-        return c[2] if _truthy(c[0]) else c[4]
+        return c[2] if truthy(c[0]) else c[4]
 
 
-def _is_block(value: Any) -> bool:
-    return getattr(value, "type", None) == "BLOCK" and isinstance(value, str)
-
-
-# --------------------------------------------------------------------------- lexer
-
-
-class _Token(Token):
-    """lark's Token, built by the lexer below without going through ``Token.__new__``."""
+class _DottedKey(str):
+    """An unquoted ``a.b.c`` key: it nests (a quoted "a.b" key does not)."""
 
     __slots__ = ()
 
 
-class _ContextualLexer(Lexer):
-    """A contextual lexer for lark's LALR parser, as one tight loop.
+def _plain_key(text: str) -> str:
+    """The key of a KEYSEP text (separator and blanks dropped)."""
+    key = text.rstrip(" \t:=")
+    return _DottedKey(key) if "." in key else key
 
-    Same algorithm as lark's ``lexer="contextual"``: each parser state gets a scanner
-    made of the terminals that state accepts (plus the ignored ones), tried in lark's
-    priority order; a text that no scanner of the state matches is re-read with all
-    terminals for the error message. lark's generic version goes through several
-    layers per token (scanner objects, a line counter, keyword callbacks this grammar
-    does not need); this one is plugged in through lark's custom-lexer interface and
-    takes about a third of the time. Scanners are compiled on first use and shared by
-    states that accept the same terminals; the big composite terminals that lead the
-    priority order (SIMPLE_PAIR) are compiled once and tried on their own first, which
-    is the same order and keeps each state's regex small.
-    """
 
-    __future_interface__ = 2  # lex(lexer_state, parser_state), lexer_state.text may be a slice
+# A value starts like an expression, or its line holds an operator (one regex, one call).
+_EXPRESSION_HINT = re.compile(f"{STARTS.pattern}|{HAS_OPERATOR.pattern}").match
+_DOTTED_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*")
 
-    def __init__(self, conf: Any) -> None:
-        self.terminals = {t.name: t for t in conf.terminals}
-        self.ignore = frozenset(conf.ignore)
-        self.flags = conf.g_regex_flags
-        self.by_state: dict[Any, tuple] = {}
-        self.by_names: dict[frozenset[str], tuple] = {}
-        self.compiled: dict[str, Any] = {}
-        self.root: Any = None  # all terminals, for error messages only
-        self.newline_types = frozenset(
-            t.name for t in conf.terminals
-            if "\\n" in t.pattern.to_regexp() or "\n" in t.pattern.to_regexp()
-        )
 
-    def _scanner(self, accepts: Any) -> tuple:
-        """(leading big terminals as (name, match), match of the alternation of the rest)."""
-        names = frozenset(n for n in accepts if n in self.terminals) | self.ignore
-        try:
-            return self.by_names[names]
-        except KeyError:
-            pass
-        terms = sorted(
-            (self.terminals[n] for n in names),
-            key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
-        )
-        leading = []
-        while terms and len(terms[0].pattern.to_regexp()) > 300:
-            t = terms.pop(0)
-            if t.name not in self.compiled:
-                self.compiled[t.name] = re.compile(t.pattern.to_regexp(), self.flags).match
-            leading.append((t.name, self.compiled[t.name]))
-        pattern = "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terms)
-        scanner = (tuple(leading), re.compile(pattern, self.flags).match)
-        self.by_names[names] = scanner
-        return scanner
+def _var_name(text: str) -> str:
+    """The name in ``$name``, ``$a.b`` or ``${a.b}``."""
+    return text[2:-1].strip() if text[1:2] == "{" else text[1:]
 
-    def lex(self, lexer_state: LexerState, parser_state: Any) -> Iterator[Token]:
-        source = lexer_state.text
-        if isinstance(source, str):
-            text, pos, end = source, 0, len(source)
-        else:  # lark >= 1.3 hands over a TextSlice
-            text, pos, end = source.text, source.start, source.end
-        line, line_start = 1, 0
-        by_state = self.by_state
-        states = parser_state.parse_conf.states
-        stack = parser_state.state_stack
-        ignore = self.ignore
-        newline_types = self.newline_types
-        new_str = str.__new__
-        while pos < end:
-            state = stack[-1]
-            try:
-                leading, scan = by_state[state]
-            except KeyError:
-                leading, scan = by_state[state] = self._scanner(states[state])
-            for kind, match in leading:
-                m = match(text, pos, end)
-                if m is not None:
-                    break
-            else:
-                m = scan(text, pos, end)
-                if m is None:
-                    self._fail(text, pos, end, line, pos - line_start + 1, parser_state)
-                kind = m.lastgroup
-            value = m.group()
-            if kind not in ignore:
-                # Token(...) goes through two Python-level constructors; this is the
-                # same object built directly, at a third of the cost.
-                tok = new_str(_Token, value)
-                tok.type = kind
-                tok.value = value
-                tok.start_pos = pos
-                tok.line = line
-                tok.column = pos - line_start + 1
-                tok.end_line = tok.end_column = tok.end_pos = None
-                if kind in newline_types:
-                    breaks = value.count("\n")
-                    if breaks:
-                        line += breaks
-                        line_start = pos + value.rindex("\n") + 1
-                pos += len(value)
-                yield tok
-            else:
-                pos += len(value)
 
-    def _fail(self, text: str, pos: int, end: int, line: int, column: int,
-              parser_state: Any) -> NoReturn:
-        accepts = {n for n in parser_state.parse_conf.states[parser_state.position]
-                   if n in self.terminals}
-        if self.root is None:
-            self.root = self._scanner(self.terminals)
-        leading, scan = self.root
-        for kind, match in leading:
-            m = match(text, pos, end)
-            if m is not None:
-                break
-        else:
-            m = scan(text, pos, end)
-            kind = m.lastgroup if m is not None else None
-        if m is not None and kind not in self.ignore:
-            tok = Token(kind, m.group(), pos, line, column)
-            raise UnexpectedToken(tok, accepts, state=parser_state)
-        raise UnexpectedCharacters(text, pos, line, column, allowed=accepts, state=parser_state)
+def _single_quoted(text: str) -> str:
+    raw = text[1:-1]
+    return SQ_ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
 
+
+def _deferred_text(raw: str, parts: list[str], lazy: list[tuple[int, Deferred]],
+                   line: int, column: int) -> Deferred:
+    """A double-quoted string that interpolates a value read later: read later too."""
+    slots = dict(lazy)
+    node: Node = Lit("", line, column)
+    for i, part in enumerate(parts):
+        piece = Lit(slots[i], line, column) if i in slots else Lit(part, line, column)
+        node = Binary("+", node, piece, line, column)
+    first = lazy[0][1]
+    return Deferred.make(f'"{raw}"', node, first.operator, inert=first.inert)
+
+
+def _is_block(value: Any) -> bool:
+    return getattr(value, "type", None) == "BLOCK" and isinstance(value, str)
 
 # --------------------------------------------------------------------------- lark
 
@@ -823,11 +767,15 @@ def _parser() -> Lark:
         _lark = Lark(
             _GRAMMAR.read_text(encoding="utf-8"),
             parser="lalr",
-            lexer=_ContextualLexer,
+            lexer=ContextualLexer,
             transformer=_builder,
             maybe_placeholders=False,
             cache=True,
         )
+        ContextualLexer.expr_hook = staticmethod(_builder.expr_end)  # type: ignore[assignment]
+        # EXPR is %declare'd (our lexer makes it), so lark binds no terminal callback for it:
+        # add it to the callbacks the parser reads (the same dict).
+        _lark._callbacks["EXPR"] = _builder.EXPR
         # Split a SIMPLE_PAIR token using the very terminals the grammar builds it from:
         # group 1 is the key, groups 2-6 a scalar's kind, group 7 the '[' of an array
         # whose items flat_item then reads one by one, group 8 the '{' of an object
@@ -843,7 +791,6 @@ def _parser() -> Lark:
         ).match
     return _lark
 
-
 # --------------------------------------------------------------------------- load
 
 
@@ -858,20 +805,32 @@ def load(text: str, *, env: Mapping[str, str] | None = None, path: str | None = 
     source = text
     blocks: dict[int, str] = {}
     if "'''" in text or '"""' in text:
-        text, blocks = _cut_blocks(text, path)
+        text, blocks = cut_blocks(text, path)
+    if text.lstrip()[:1] == "{":  # a JSON document is TuskLang too
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return Parsed(data, {(k,): 1 for k in data})
+    if "/*" in text:
+        text = blank_block_comments(text)
+    if YAML_OPENER.search(text):
+        text = indented_blocks(text)
     ctx = _Context(source, os.environ if env is None else env, path, blocks)
+    ctx.text_cut = text
     with _lock:
         parser = _parser()
         _builder.ctx = ctx
         try:
             parser.parse(text)
         except UnexpectedInput as err:
-            raise _diagnose(err, text, source, path) from None
+            raise diagnose(err, text, source, path) from None
         except RecursionError:
             raise TskSyntaxError("the document nests too deeply", path=path) from None
         finally:
             _builder.ctx = None  # type: ignore[assignment]
-    return Parsed(ctx.root, _value_lines(ctx))
+    return Parsed(ctx.root, _value_lines(ctx), ctx.operators)
 
 
 def _value_lines(ctx: _Context) -> dict[tuple[str, ...], int]:
@@ -889,312 +848,3 @@ def _value_lines(ctx: _Context) -> dict[tuple[str, ...], int]:
             if type(value) is dict and id(value) in linemaps and linemaps[id(value)][0] is value:
                 todo.append((key_path, value))
     return out
-
-
-# --------------------------------------------------------------------------- diagnosis
-
-# A line that starts a statement: the sign that an opener further up was never closed.
-_STATEMENT_START = re.compile(
-    r"[ \t]*(?:\[|[}<]|\$?[\w-]+[ \t]*[:=]|\"[^\"\n]*\"[ \t]*[:=]|[\w-]+[ \t]*[{>][ \t]*(?:#.*)?$)"
-)
-_KEY_WITH_SPACE = re.compile(r"[\w-]+(?:[ \t]+[\w-]+)+[ \t]*[:=]")
-_TRIPLE_AT = re.compile("'''|\"\"\"")
-_AT_OPERATOR = re.compile(r"@([A-Za-z_]\w*)")
-_VALUE_TERMINALS = frozenset({"STRING", "SQSTRING", "TRIPLE", "NUMBER", "WORD", "VAR", "ENVOPEN",
-                              "LSQB", "LBRACE"})
-_VALUE_OPENERS = frozenset({"KEYSEP", "QKEYSEP", "GLOBALSEP", "ENVOPEN", "COMMA", "LSQB", "QMARK",
-                            "COLON", "EQ", "NE", "LE", "GE", "LANGLE", "RANGLE"})
-_WORDISH = frozenset({"WORD", "NUMBER", "KEY", "DOTTED"})
-_NEVER_CLOSED = {
-    "env": "unterminated @env( call",
-    "array": "array is never closed",
-    "curly": "'{{' block{name} is never closed",
-    "angle": "'>' block{name} is never closed",
-    "object": "'{{' object{name} is never closed",
-}
-
-
-def _describe(token_type: str | None, text: str) -> str:
-    """How the unexpected thing is named in a message."""
-    if token_type == "$END":
-        return "end of file"
-    shown = text.strip(" \t")
-    if token_type == "NL" or not shown or shown[0] in "\n#":
-        return "line break"
-    shown = shown.split("\n", 1)[0].rstrip(" \t")
-    shown = shown if len(shown) <= 20 else shown[:17] + "..."
-    return repr(shown) if "'" not in shown else f'"{shown}"'
-
-
-def _diagnose(err: Exception, text: str, source: str, path: str | None) -> TskSyntaxError:
-    """Turn a lark UnexpectedInput into a TskSyntaxError that says what went wrong."""
-    try:
-        message, line, column = _explain(err, text, source)
-    except Exception:  # noqa: BLE001 - a diagnosis bug must not hide the syntax error itself
-        line = getattr(err, "line", 1)
-        column = getattr(err, "column", 1)
-        message = "invalid syntax"
-    if not isinstance(line, int) or line < 1:
-        line, column = 1, 1
-    if not isinstance(column, int) or column < 1:
-        column = 1
-    return TskSyntaxError(message, path=path, line=line, column=column,
-                          source_line=_source_line(source, line))
-
-
-def _innermost_opener(stack: list) -> tuple[Any, str, str | None] | None:
-    """The innermost unclosed '[', '{', '>' block or '@env(' on the parser's stack.
-
-    Returns the opening token, what it opens (header, array, curly, angle, object, env)
-    and the key it belongs to, if any.
-    """
-    for i in range(len(stack) - 1, -1, -1):
-        tok = stack[i]
-        if not isinstance(tok, Token) or tok.type not in ("LSQB", "LBRACE", "ENVOPEN", "RANGLE"):
-            continue
-        before: Any = stack[i - 1] if i > 0 else None
-        before_type = before.type if isinstance(before, Token) else None
-        if tok.type == "RANGLE":
-            if before_type == "KEY":
-                return tok, "angle", before.value
-            continue  # a comparison
-        if tok.type == "ENVOPEN":
-            return tok, "env", None
-        if tok.type == "LBRACE":
-            if before_type == "KEY":
-                return tok, "curly", before.value
-            if before_type in ("KEYSEP", "GLOBALSEP", "QKEYSEP"):
-                return tok, "object", before.value.lstrip("$").rstrip(" \t:=").strip("\"'")
-            return tok, "object", None
-        after = stack[i + 1] if i + 1 < len(stack) else None
-        if isinstance(after, Token) and after.type == "DOTTED":
-            return tok, "header", None
-        return tok, "array", None
-    return None
-
-
-def _explain(err: Any, text: str, source: str) -> tuple[str, int, int]:
-    """Message, line and column for a lark error (see _diagnose)."""
-    state = getattr(err, "state", None)
-    stack: list = list(getattr(state, "value_stack", None) or [])
-    lines = source.split("\n")
-
-    token: Any = None
-    if isinstance(err, UnexpectedToken):
-        token = err.token
-        expected = set(err.expected)
-        if token.type == "$END":
-            pos = len(text.rstrip("\n \t"))
-        else:
-            pos = token.start_pos if token.start_pos is not None else 0
-    elif isinstance(err, UnexpectedCharacters):
-        expected = set(err.allowed or ())
-        pos = err.pos_in_stream or 0
-    else:
-        return "invalid syntax", getattr(err, "line", 1), getattr(err, "column", 1)
-    kind = token.type if token is not None else None
-    line = text.count("\n", 0, pos) + 1
-    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    rest = text[pos:text.find("\n", pos)] if pos < len(text) else ""
-    ttext = "" if kind == "$END" else token.value if token is not None else rest[:1]
-    found = _describe(kind, ttext)
-    top: Any = stack[-1] if stack else None
-    top_type = top.type if isinstance(top, Token) else None
-    opener = _innermost_opener(stack)
-    where = opener[1] if opener is not None else ""
-
-    # Text no terminal accepts: unterminated quotes, unknown operators.
-    if token is None:
-        triple = _TRIPLE_AT.match(rest)
-        if triple:
-            delim = triple.group()
-            if rest[3:].strip() and _CLOSERS[delim].search(text, pos + len(rest)):
-                message = (f"text after an opening {delim} (a multi-line value starts on the "
-                           "next line)")
-                return message, line, column + len(rest) - len(rest[3:].lstrip())
-            return f"unterminated {delim}-string opened here", line, column
-        if rest[:1] in ('"', "'"):
-            return "unterminated string", line, column
-        if rest[:1] == "@":
-            op = _AT_OPERATOR.match(rest)
-            if op and op.group(1) == "env":
-                return "expected '(' right after @env", line, column + 4
-            if op:
-                message = f"unknown operator '@{op.group(1)}' (only @env(...) is supported)"
-                return message, line, column
-        if rest[:1] == "$" and expected & {"VAR", "GLOBALSEP"}:
-            return "expected a variable name after '$'", line, column
-    elif kind == "BLOCK" and top_type not in ("KEYSEP", "GLOBALSEP", "QKEYSEP"):
-        if rest.strip() == ttext and "KEYSEP" in expected:
-            return f"{ttext} closes nothing: no multi-line value is open", line, column
-        return f"a multi-line {ttext}-string must be the whole value of a key", line, column
-
-    # Something opened further up and never closed.
-    if opener is not None and where != "header":
-        line_text = lines[line - 1] if line - 1 < len(lines) else ""
-        if (
-            kind == "$END"
-            or (where == "env" and kind == "NL")
-            or (line > opener[0].line and _STATEMENT_START.match(line_text) is not None)
-        ):
-            name = f" '{opener[2]}'" if opener[2] else ""
-            return _NEVER_CLOSED[where].format(name=name), opener[0].line, opener[0].column
-
-    # Closers without an opener.
-    if kind == "RBRACE" and not any(isinstance(x, Token) and x.type == "LBRACE" for x in stack):
-        return "'}' without an open '{' block", line, column
-    if kind == "RSQB" and not any(isinstance(x, Token) and x.type == "LSQB" for x in stack):
-        return "']' without an open '['", line, column
-    if kind == "LANGLE" and "KEYSEP" in expected:
-        return "'<' without an open '>' block", line, column
-
-    # Section headers.
-    if where == "header" or (top_type == "LSQB" and "DOTTED" in expected):
-        if top_type == "LSQB":
-            return "expected a section name after '['", line, column
-        if top_type == "DOTTED" and rest[:1] == ".":
-            return "expected a name after '.' in the section header", line, column + 1
-        if top_type == "DOTTED":
-            return "expected ']' to close the section header", line, column
-    if top_type == "RSQB" and expected <= {"NL"}:
-        return "unexpected text after section header", line, column
-
-    # Where a key should be.
-    if "KEYSEP" in expected:
-        if rest[:1] in (":", "="):
-            return f"missing key before '{rest[0]}'", line, column
-        if kind in ("STRING", "SQSTRING"):
-            return "expected ':' or '=' after key", line, column + len(ttext)
-        return f"expected a key, found {found}", line, column
-    if top_type == "KEY" and expected & {"LBRACE", "RANGLE"}:
-        key_line = lines[top.line - 1] if top.line - 1 < len(lines) else ""
-        after_key = top.column + len(top.value)
-        if _KEY_WITH_SPACE.match(key_line, top.column - 1):
-            return "keys cannot contain spaces", top.line, after_key
-        return "expected ':' or '=' after key", top.line, after_key
-    if top_type == "RANGLE" and "NL" in expected:
-        return f"expected a line break after '>', found {found}", line, column
-
-    # Where a value should be.
-    if top_type in _VALUE_OPENERS and expected & _VALUE_TERMINALS:
-        if top_type == "ENVOPEN":
-            return "expected the variable name in @env(...)", line, column
-        if kind in ("NL", "$END") and top_type in ("KEYSEP", "QKEYSEP", "GLOBALSEP"):
-            return "missing value after the separator", line, column
-        return f"expected a value, found {found}", line, column
-
-    # After a complete value.
-    if "COLON" in expected and "QMARK" not in expected:
-        return f"expected ':' in the conditional (cond ? a : b), found {found}", line, column
-    if where == "array":
-        return f"expected ',' or ']' in array, found {found}", line, column
-    if where == "env":
-        return f"expected ',' or ')' in @env( call, found {found}", line, column
-    if where in ("object", "curly"):
-        return f"expected ',' or a line break between items, found {found}", line, column
-    if where == "angle":
-        return f"expected a line break between items, found {found}", line, column
-    if ttext == ":":
-        return "unexpected ':' after the value (quote values that contain ':')", line, column
-    if kind in _WORDISH:
-        return (f"unexpected {found} after the value (quote text that contains spaces)",
-                line, column)
-    if kind == "$END":
-        return "unexpected end of file", line, column
-    return f"unexpected {found} after the value", line, column
-
-
-# --------------------------------------------------------------------------- dumps
-
-_PLAIN_KEY = re.compile(r"[\w-]+")
-_QUOTE_NEEDED = re.compile(r'[\x00-\x1f\x7f"\\]|\$\{|[\ud800-\udfff]')
-_QUOTE_MAP = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\", "${": "\\${"}
-
-
-def _quote_char(m: re.Match[str]) -> str:
-    s = m.group()
-    return _QUOTE_MAP.get(s) or f"\\u{ord(s):04x}"
-
-
-def _quote(s: str) -> str:
-    return '"' + _QUOTE_NEEDED.sub(_quote_char, s) + '"'
-
-
-def _key(key: Any) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"keys must be strings, not {type(key).__name__}")
-    return key if _PLAIN_KEY.fullmatch(key) else _quote(key)
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} cannot be written: .tsk numbers are finite")
-        return float.__repr__(value)
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_key(k)}: {_scalar(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_scalar(v) for v in value) + "]"
-    raise TypeError(f"{type(value).__name__} cannot be written to a .tsk document")
-
-
-def _block_delimiter(s: str) -> str | None:
-    """The triple quote that can hold ``s`` verbatim, if any."""
-    if "\n" not in s or "\r" in s:
-        return None
-    for delim in _DELIMS:
-        if _CLOSERS[delim].search(s) is None:
-            return delim
-    return None
-
-
-def _write_pair(out: list[str], key: str, value: Any) -> None:
-    if isinstance(value, str):
-        delim = _block_delimiter(value)
-        if delim is not None:
-            out.append(f"{_key(key)} = {delim}\n{value}\n{delim}")
-            return
-    out.append(f"{_key(key)}: {_scalar(value)}")
-
-
-def _is_section(key: Any, value: Any) -> bool:
-    return (isinstance(value, Mapping) and isinstance(key, str)
-            and _PLAIN_KEY.fullmatch(key) is not None)
-
-
-def _write_section(out: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
-    out.append("")
-    out.append("[" + ".".join(path) + "]")
-    for key, value in table.items():
-        if not _is_section(key, value):
-            _write_pair(out, key, value)
-    for key, value in table.items():
-        if _is_section(key, value):
-            _write_section(out, (*path, key), value)
-
-
-def dumps(data: Mapping[str, Any]) -> str:
-    """Write ``data`` as a .tsk document that ``load()`` reads back to equal data.
-
-    Nested dicts under plain keys become ``[a.b]`` sections, multi-line strings become
-    ``'''`` blocks where that is lossless, everything else is written inline.
-    """
-    out: list[str] = []
-    for key, value in data.items():
-        if not _is_section(key, value):
-            _write_pair(out, key, value)
-    for key, value in data.items():
-        if _is_section(key, value):
-            _write_section(out, (key,), value)
-    text = "\n".join(out).lstrip("\n")
-    return text + "\n" if text else ""

@@ -17,6 +17,7 @@ pays nothing. Gauges describing the bus are read when Prometheus scrapes, not ke
     tusk_consumer_group_lag{type,group}            not yet delivered to the group (absent when unknown)
     tusk_dlq_size{service}                         dead letters waiting
     tusk_bus_up                                    1 when the scrape could read the bus
+    tusk_config_metric{name}                       the last value a config's @metrics(name, value) read
 
 Several processes (``run --processes N --metrics-port P``) use prometheus_client's
 multiprocess mode: the supervisor creates a private ``PROMETHEUS_MULTIPROC_DIR`` that its
@@ -50,6 +51,7 @@ from tusk_events.defaults import (
     METRICS_SUPERVISOR_ENV_VAR,
 )
 from tusk_events.errors import ConfigError
+from tusk_events.lang.operators import register_gauge_sink
 from tusk_events.runtime import signals
 
 if TYPE_CHECKING:
@@ -427,7 +429,37 @@ def _serving_registry(metrics: Metrics, bus: Bus, dlq: DeadLetterQueue) -> Any:
         registry = pc.CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=path)
     registry.register(BusCollector(bus, dlq))
+    registry.register(ConfigGauges())
     return registry
+
+
+# --- @metrics(name, value) in configs --------------------------------------------------------
+
+_config_gauges: dict[str, float] = {}
+
+
+def _record_config_gauge(name: str, value: float) -> None:
+    _config_gauges[name] = value
+
+
+register_gauge_sink(_record_config_gauge)
+
+
+class ConfigGauges:
+    """``@metrics(name, value)`` readings of this process's configs, as one labelled gauge."""
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("tusk_config_metric",
+                                   "Last value read by a config's @metrics(name, value)",
+                                   labels=["name"])
+        for name, value in sorted(_config_gauges.items()):
+            family.add_metric([name], value)
+        yield family
 
 
 def _start_server(port: int, addr: str, registry: Any) -> tuple[Any, int]:
