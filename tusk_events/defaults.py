@@ -269,3 +269,19 @@ ISOLATION_MAX_MESSAGE = 256 << 20
 
 ISOLATION_ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ")
 """The only environment variables a worker inherits (secrets of the host stay with the host)."""
+
+# --- the testing kit (tusk_events.testing) ------------------------------------------------
+
+TESTING_BUS_PREFIX = "memory://tusk-test-"
+"""Name prefix of the private memory:// bus each test app gets (a random suffix follows)."""
+
+TESTING_IDLE_SLICE_S = 0.1
+"""How long one pass of a test app's run_until_idle waits on entries that are not yet due
+(pending until their visibility timeout) before it advances the virtual clock to them."""
+
+TESTING_IDLE_TIMEOUT_S = 30.0
+"""Real seconds a test app's run_until_idle may take before it fails, naming what is left."""
+
+TESTING_BUS_ENV_VAR = "TUSK_TEST_BUS"
+"""Buses (comma-separated URLs) the ``tusk_app`` fixture runs each test on, when no
+``--tusk-bus`` option is given; memory:// when neither is."""
