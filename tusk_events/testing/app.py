@@ -129,19 +129,21 @@ class TuskApp:
         """
         deadline = time.monotonic() + timeout
         startup, self._startup = self._startup, False
+        first = True
         while True:
-            self.runtime.run_until_idle(startup=startup, timeout=TESTING_IDLE_SLICE_S)
-            startup = False
             waiting = self._waiting()
-            if not waiting:
+            if not first and not waiting:
                 return self
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"not idle after {timeout:g} s: {waiting}\n" + report(self.published(), self.dead_letters())
                 )
+            # nothing runs between passes: an unacknowledged entry waits for its visibility timeout
             due = [vt for _, _, pending, vt in waiting if pending]
             if due:
                 self.clock.advance(max(due))
+            self.runtime.run_until_idle(startup=startup, timeout=TESTING_IDLE_SLICE_S)
+            startup, first = False, False
 
     # -- what happened -------------------------------------------------------------------
 
@@ -184,18 +186,18 @@ class TuskApp:
         showing every published event. ``count``: exactly that many must match."""
         __tracebackhide__ = True
         found = [p for p in self.published(type) if payload is None or matches(payload, p.payload)]
-        what = f"{type!r}" + ("" if payload is None else f" with a payload {describe(payload)}")
+        what = f"{type!r} event" + ("" if payload is None else f" with a payload {describe(payload)}")
         if not found or (count is not None and len(found) != count):
             want = "at least one" if count is None else f"exactly {count}"
-            self._fail(f"expected {want} {what} event, found {len(found)}")
+            self._fail(f"expected {want} {what}, found {len(found)}")
         return found[0]
 
     def assert_not_published(self, type: str, payload: Any = None) -> None:
         __tracebackhide__ = True
         found = [p for p in self.published(type) if payload is None or matches(payload, p.payload)]
         if found:
-            what = f"{type!r}" + ("" if payload is None else f" with a payload {describe(payload)}")
-            self._fail(f"expected no {what} event, found {len(found)}")
+            what = f"{type!r} event" + ("" if payload is None else f" with a payload {describe(payload)}")
+            self._fail(f"expected no {what}, found {len(found)}")
 
     def assert_handled(self, service: str, *, count: int | None = None, type: str | None = None) -> list[Published]:
         """The events ``service`` handled (of ``type``); at least one, or exactly ``count``."""
