@@ -60,7 +60,7 @@ def test_a_failing_test_prints_what_was_published(tmp_path):
     assert 'welcome_email_sent {"to": "ada@example.com", "user_id": 1}  <- welcome_email' in text
     assert 'user_registered {"email": "not-an-email", "name": "Mallory", "user_id": 3}' in text
     assert "ValueError: cannot send a welcome email to 'not-an-email'" in text
-    assert "tusk_events/testing/app.py" not in text  # the kit's frames are hidden from the report
+    assert "tusk_events/testing/" not in text  # the kit's frames are hidden from the report
 
 
 def test_the_plugin_is_registered_by_an_entry_point():

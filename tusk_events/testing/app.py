@@ -38,8 +38,9 @@ from tusk_events.errors import ConfigError, FujsenError
 from tusk_events.events import Event
 from tusk_events.fujsen.helpers import SqlHelpers, make_functions
 from tusk_events.runtime import Runtime, Summary, signals
+from tusk_events.testing.assertions import Assertions
 from tusk_events.testing.clock import VirtualClock, VirtualTimeHelper
-from tusk_events.testing.records import Letter, Published, describe, matches, report
+from tusk_events.testing.records import Letter, Published, report
 from tusk_events.testing.store import StoreView
 
 Paths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -57,8 +58,14 @@ class _StubbableTSK(TSK):
         return stub if stub is not None else super().fujsen(section, name)
 
 
-class TuskApp:
+class TuskApp(Assertions):
     """One or more ``.tsk`` configs running for one test. See the README, "Testing your configs".
+
+    ``env``: what ``@env`` reads (``EVENT_BUS``/``EVENT_STORE`` are the test's own);
+    ``bus``: a real Redis instead of a private ``memory://`` (it must be empty, or ``flush``);
+    ``store``: a store URL instead of a temporary SQLite file; ``startup``: run the startup
+    fujsen on the first :meth:`run_until_idle`; ``root``: where relative paths are also
+    looked for; ``tmp_dir``: where the temporary store goes.
 
         >>> app = TuskApp("configs/app.tsk")
         >>> app.run_until_idle().assert_published("welcome_email_sent", payload={"user_id": 1})
@@ -76,6 +83,7 @@ class TuskApp:
         flush: bool = False,
         root: str | os.PathLike[str] | None = None,
         tmp_dir: str | os.PathLike[str] | None = None,
+        isolation: str = "inline",
     ) -> None:
         self.clock = clock or VirtualClock()
         self.bus_url = bus or TESTING_BUS_PREFIX + uuid.uuid4().hex[:12]
@@ -86,16 +94,21 @@ class TuskApp:
         self._owns_bus_data = self._claim_bus(flush)
         full_env = {**dict(env or {}), BUS_ENV_VAR: self.bus_url, STORE_ENV_VAR: self.store_url}
         self.configs: list[_StubbableTSK] = []
-        for path in _resolve(paths, root):
-            cfg = _StubbableTSK.from_file(path, env=full_env, isolation="inline")
-            assert isinstance(cfg, _StubbableTSK)
-            _pin(cfg, self.bus_url, self.store_url)
-            helpers: dict[str, Any] = {"time": VirtualTimeHelper(self.clock)}
-            cfg.bind_helpers(**helpers)
-            self.configs.append(cfg)
-        self.runtime = Runtime(
-            self.configs, bus_url=self.bus_url, store_url=self.store_url, consumer="tusk-test", clock=self.clock
-        )
+        try:
+            for path in _resolve(paths, root):
+                cfg = _StubbableTSK.from_file(path, env=full_env, isolation=isolation)
+                assert isinstance(cfg, _StubbableTSK)
+                _pin(cfg, self.bus_url, self.store_url)
+                helpers: dict[str, Any] = {"time": VirtualTimeHelper(self.clock)}
+                cfg.bind_helpers(**helpers)
+                self.configs.append(cfg)
+            self.runtime = Runtime(
+                self.configs, bus_url=self.bus_url, store_url=self.store_url, consumer="tusk-test", clock=self.clock
+            )
+        except BaseException:
+            if self._own_tmp:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
         self.store = StoreView(self.runtime.store)
         self._startup = startup
         self._lock = threading.Lock()
@@ -178,67 +191,6 @@ class TuskApp:
     @property
     def summary(self) -> Summary:
         return self.runtime.summary
-
-    # -- assertions ------------------------------------------------------------------------
-
-    def assert_published(self, type: str, payload: Any = None, *, count: int | None = None) -> Published:
-        """The first event of ``type`` whose payload matches (dict keys given must match); fails
-        showing every published event. ``count``: exactly that many must match."""
-        __tracebackhide__ = True
-        found = [p for p in self.published(type) if payload is None or matches(payload, p.payload)]
-        what = f"{type!r} event" + ("" if payload is None else f" with a payload {describe(payload)}")
-        if not found or (count is not None and len(found) != count):
-            want = "at least one" if count is None else f"exactly {count}"
-            self._fail(f"expected {want} {what}, found {len(found)}")
-        return found[0]
-
-    def assert_not_published(self, type: str, payload: Any = None) -> None:
-        __tracebackhide__ = True
-        found = [p for p in self.published(type) if payload is None or matches(payload, p.payload)]
-        if found:
-            what = f"{type!r} event" + ("" if payload is None else f" with a payload {describe(payload)}")
-            self._fail(f"expected no {what}, found {len(found)}")
-
-    def assert_handled(self, service: str, *, count: int | None = None, type: str | None = None) -> list[Published]:
-        """The events ``service`` handled (of ``type``); at least one, or exactly ``count``."""
-        __tracebackhide__ = True
-        got = [p for p in self.handled(service) if type is None or p.type == type]
-        if (count is None and not got) or (count is not None and len(got) != count):
-            want = "at least one" if count is None else f"exactly {count}"
-            of = "" if type is None else f" {type!r}"
-            self._fail(f"expected [{service}] to have handled {want}{of} event, it handled {len(got)}")
-        return got
-
-    def assert_dead_lettered(
-        self, service: str, *, reason_contains: str | None = None, payload: Any = None
-    ) -> Letter:
-        """The first dead letter of ``service`` whose reason contains the text (and payload matches)."""
-        __tracebackhide__ = True
-        letters = self.dead_letters(service)
-        found = [
-            d for d in letters
-            if (reason_contains is None or reason_contains in d.reason)
-            and (payload is None or matches(payload, d.payload))
-        ]
-        if not found:
-            cond = [f"a reason containing {reason_contains!r}"] if reason_contains is not None else []
-            cond += [f"a payload {describe(payload)}"] if payload is not None else []
-            self._fail(
-                f"expected a dead letter in [{service}]" + (" with " + " and ".join(cond) if cond else "")
-                + f", found {len(letters)} in [{service}] and none that fits"
-            )
-        return found[0]
-
-    def assert_no_dead_letters(self, service: str | None = None) -> None:
-        __tracebackhide__ = True
-        letters = self.dead_letters(service)
-        if letters:
-            where = f" in [{service}]" if service else ""
-            self._fail(f"expected no dead letters{where}, found {len(letters)}")
-
-    def _fail(self, message: str) -> None:
-        __tracebackhide__ = True
-        raise AssertionError(message + "\n" + report(self.published(), self.dead_letters()))
 
     # -- stubs -------------------------------------------------------------------------------
 
