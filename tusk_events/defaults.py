@@ -276,8 +276,9 @@ TESTING_BUS_PREFIX = "memory://tusk-test-"
 """Name prefix of the private memory:// bus each test app gets (a random suffix follows)."""
 
 TESTING_IDLE_SLICE_S = 0.1
-"""How long one pass of a test app's run_until_idle waits on entries that are not yet due
-(pending until their visibility timeout) before it advances the virtual clock to them."""
+"""How long one pass of a test app's run_until_idle may wait on entries that are not yet due
+(left unacknowledged, so pending until their visibility timeout) before the app advances
+the virtual clock to them and starts the next pass."""
 
 TESTING_IDLE_TIMEOUT_S = 30.0
 """Real seconds a test app's run_until_idle may take before it fails, naming what is left."""
