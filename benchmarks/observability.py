@@ -94,7 +94,7 @@ def _tracer_provider(events: int, sample: float) -> Any:
 def _events(n: int, mode: str | None) -> Iterator[Event]:
     """Jobs; with ``mode``, stamped as a producer traced in that mode stamps them (same bytes in
     every mode, only the sampled flag follows the ratio, as ``TraceIdRatioBased`` decides it)."""
-    from tusk_events.observe.tracing import format_traceparent, publish_span_id
+    from tusk_events.observe.otel import format_traceparent, publish_span_id
 
     ratio = float(mode[4:]) if mode is not None and mode.startswith("all@") else 1.0
     bound = round(ratio * (1 << 64))
@@ -132,7 +132,7 @@ def run_once(bus_url: str, workdir: Path, shape: str, mode: str, events: int) ->
             metrics.registry.register(BusCollector(rt.bus, rt.dlq))
             undo.append(metrics.disconnect)
         if mode.startswith("all@"):
-            from tusk_events.observe.tracing import instrument
+            from tusk_events.observe.otel import instrument
 
             provider = _tracer_provider(events, float(mode[4:]))
             undo.append(instrument(rt, provider).close)

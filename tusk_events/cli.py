@@ -200,6 +200,12 @@ def _add_observability_commands(sub: Any) -> None:
     p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     p.set_defaults(func=lazy("tusk_events.observe.graph", "cmd_graph"))
 
+    from tusk_events.console.command import add_arguments as ui_arguments
+
+    p = sub.add_parser("ui", help="serve the web console: services, events, dead letters, traces")
+    ui_arguments(p)
+    p.set_defaults(func=lazy("tusk_events.console.command", "cmd_ui"))
+
 
 def _add_contract_commands(sub: Any) -> None:
     """``docs``: the AsyncAPI document of a config's event contracts."""

@@ -229,6 +229,24 @@ CONTRACT_VALUE_SHOWN = 80
 CONTRACT_REF_DEPTH = 32
 """How deep the compatibility check follows ``$ref`` and nesting before it stops."""
 
+CONSOLE_HOST = "127.0.0.1"
+"""Where ``tusk-events ui`` listens by default: this machine only; another address needs a token."""
+
+CONSOLE_PORT = 8765
+"""The console's default port."""
+
+CONSOLE_TOKEN_ENV = "TUSK_UI_TOKEN"
+"""Environment variable holding the console's access token (``--token`` overrides it)."""
+
+CONSOLE_PAGE = 50
+"""Events or dead letters per console page: a page costs the same however much is stored."""
+
+CONSOLE_PAGE_MAX = 500
+"""Largest page a client may ask the console for."""
+
+CONSOLE_MAX_BODY = 1 << 20
+"""Largest request body the console reads (ids of a selection to redrive or purge)."""
+
 ASYNCAPI_VERSION = "3.0.0"
 """The AsyncAPI specification version of ``tusk-events docs`` documents."""
 

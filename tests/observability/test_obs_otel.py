@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tusk_events import TSK
-from tusk_events.observe.tracing import (
+from tusk_events.observe.otel import (
     handle_span_id,
     instrument,
     parse_traceparent,

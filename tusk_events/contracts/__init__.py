@@ -7,6 +7,7 @@ configs through their data, never through ``config``. Imported by ``config`` and
 
 from __future__ import annotations
 
-from tusk_events.contracts.model import Contract, Contracts, ContractVersion, Flows
+from tusk_events.contracts.flows import Flows
+from tusk_events.contracts.model import Contract, Contracts, ContractVersion
 
 __all__ = ["Contract", "ContractVersion", "Contracts", "Flows"]

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tusk_events.contracts.model import Contracts, Flows, Receiver
+from tusk_events.contracts.flows import Flows, Receiver
+from tusk_events.contracts.model import Contracts
 from tusk_events.defaults import (
     ASYNCAPI_DEFAULT_API_VERSION,
     ASYNCAPI_VERSION,

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tusk_events.contracts.model import ContractVersion, Flows, abbreviate
+from tusk_events.contracts.flows import Flows
+from tusk_events.contracts.model import ContractVersion, abbreviate
 from tusk_events.defaults import CONTRACT_REF_DEPTH
 from tusk_events.errors import ConfigError
 

@@ -108,10 +108,12 @@ class DeadLetterQueue:
     def count(self, service: str) -> int:
         return int(self.client.xlen(self.key(service)))
 
-    def list(self, service: str | None = None, *, limit: int | None = None) -> list[DeadLetter]:
+    def list(self, service: str | None = None, *, limit: int | None = None,
+             after: str | None = None) -> list[DeadLetter]:
+        """Oldest first; ``after`` (an entry id) pages on without reading what came before."""
         out: list[DeadLetter] = []
         for svc in [service] if service else self.services():
-            entries = self.client.xrange(self.key(svc), count=limit)
+            entries = self.client.xrange(self.key(svc), min=f"({after}" if after else "-", count=limit)
             out.extend(self._entry(svc, eid, fields) for eid, fields in entries)
         return out
 
