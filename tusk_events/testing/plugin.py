@@ -108,6 +108,11 @@ def tusk_app(
 
     def make(paths: Paths, **options: Any) -> TuskApp:
         if "bus" not in options and not tusk_bus.startswith("memory://"):
+            if apps:
+                pytest.fail(
+                    f"one tusk_app per test on {tusk_bus}: a second would share (and empty) its database; "
+                    "give it a bus=... of its own", pytrace=False,
+                )
             options["bus"], options["flush"] = tusk_bus, True
         options.setdefault("root", request.config.rootpath)
         options.setdefault("tmp_dir", tmp_path / f"tusk-app-{len(apps)}")
