@@ -12,6 +12,19 @@ from collections.abc import Iterator
 
 import pytest
 
+
+def _kit_autoloads() -> bool:
+    from importlib.metadata import entry_points
+
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return False
+    return any(ep.value == "tusk_events.testing.plugin" for ep in entry_points(group="pytest11"))
+
+
+# The testing kit's fixtures (tusk_app): pytest loads them from the installed package's
+# pytest11 entry point; a checkout whose install predates it registers them here.
+pytest_plugins = [] if _kit_autoloads() else ["tusk_events.testing.plugin"]
+
 REDIS_URL = os.environ.get("TUSK_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 POSTGRES_URL = os.environ.get("TUSK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -394,3 +394,20 @@ TSK_FILE_DEPTH = 8
 
 EXPRESSION_DEPTH = 100
 """How deeply an operator expression may nest before it is refused (the reader is recursive)."""
+
+# --- the testing kit (tusk_events.testing) ------------------------------------------------
+
+TESTING_BUS_PREFIX = "memory://tusk-test-"
+"""Name prefix of the private memory:// bus each test app gets (a random suffix follows)."""
+
+TESTING_IDLE_SLICE_S = 0.1
+"""How long one pass of a test app's run_until_idle may wait on entries that are not yet due
+(left unacknowledged, so pending until their visibility timeout) before the app advances
+the virtual clock to them and starts the next pass."""
+
+TESTING_IDLE_TIMEOUT_S = 30.0
+"""Real seconds a test app's run_until_idle may take before it fails, naming what is left."""
+
+TESTING_BUS_ENV_VAR = "TUSK_TEST_BUS"
+"""Buses (comma-separated URLs) the ``tusk_app`` fixture runs each test on, when no
+``--tusk-bus`` option is given; memory:// when neither is."""

@@ -57,6 +57,7 @@ from tusk_events.errors import BusError, ConfigError, FujsenError, StoreError
 from tusk_events.events import Event, handling, new_event
 from tusk_events.fujsen.helpers import shared_store
 from tusk_events.runtime import signals
+from tusk_events.runtime.clock import SYSTEM_CLOCK, Clock
 from tusk_events.runtime.dlq import DeadLetterQueue
 from tusk_events.runtime.relay import Relay, Target
 from tusk_events.runtime.services import ServiceSpec, services
@@ -161,10 +162,13 @@ class Runtime:
         consumer: str | None = None,
         grace: float = RUN_GRACE_S,
         tracking: bool | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not configs:
             raise ConfigError("the runtime needs at least one config")
         self.configs = list(configs)
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        """Backoff sleeps and failure times; a test injects a virtual one (tusk_events.testing)."""
         _check_duplicate_sections(self.configs)
         self.contracts = Contracts.merge(cfg.contracts for cfg in self.configs)
         first = self.configs[0]
@@ -337,12 +341,12 @@ class Runtime:
                     raise Abandoned() from err
                 seconds = time.perf_counter() - t0
                 error = err
-                first_failed = first_failed or time.time()
+                first_failed = first_failed or self.clock.time()
                 signals.failed.send(runtime=self, service=spec.name, event=event, error=err, attempt=attempt, seconds=seconds)
                 if attempt < attempts:
                     delay = _backoff(spec, attempt)
                     signals.retried.send(runtime=self, service=spec.name, event=event, attempt=attempt + 1, delay=delay)
-                    time.sleep(delay)
+                    self.clock.sleep(delay)
                 continue
             finally:
                 _context.reset(ctx)
