@@ -39,7 +39,7 @@ from tusk_events.fujsen.helpers import helper_globals
 from tusk_events.fujsen.sandbox import CompiledFujsen, compile_fujsen
 
 _CODE = re.compile(r"\s*(?:#[^\n]*\n\s*)*def\s+\w+\s*\(")
-_BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
+_BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "amqp://", "amqps://", "nats://")
 _string_counter = 0
 
 

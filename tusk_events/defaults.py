@@ -152,6 +152,21 @@ BUS_MEMORY_DEFAULT_NAME = "default"
 BUS_MEMORY_REDIS_VERSION = (7, 0)
 """The Redis version the embedded server imitates (reply shapes of XAUTOCLAIM, XINFO...)."""
 
+BUS_BROKER_CALL_TIMEOUT_S = 30.0
+"""How long a broker bus waits for one call on its client's loop thread (publish, ack, info)."""
+
+BUS_NATS_STREAM = "TUSK"
+"""The JetStream stream of a ``nats://`` bus whose URL names none (``nats://host:4222/<stream>``)."""
+
+BUS_NATS_PUBLISH_WINDOW = 2_000
+"""JetStream publishes awaiting their acknowledgement at once (``publish_many``)."""
+
+BUS_AMQP_NAMESPACE = "tusk"
+"""Prefix of the exchanges and queues of an ``amqp://`` bus (``?namespace=`` in the URL changes it)."""
+
+BUS_AMQP_QUEUE_TYPE = "quorum"
+"""The queue type of durable (type, group) queues on RabbitMQ: replicated, with delivery counts."""
+
 # --- observability -------------------------------------------------------------------------
 
 METRICS_ADDR = "0.0.0.0"
