@@ -24,6 +24,7 @@ processes share them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -139,12 +140,24 @@ class LoopThread:
             self.loop.call_soon_threadsafe(fn, *args)
 
     def stop(self) -> None:
+        """Cancel what still runs on the loop (client reader tasks), then end the thread."""
         if self.loop.is_closed():
             return
+        try:
+            self.run(_cancel_tasks(), timeout=5)
+        except Exception as exc:  # noqa: BLE001 - stopping anyway
+            log.debug("cancelling the loop's tasks: %s", exc)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+async def _cancel_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass(slots=True)
@@ -424,6 +437,7 @@ class BrokerDurable(Subscription):
         self._attempt = 0
         self._last: BaseException | None = None
         self._acks: list[Any] = []
+        self._transient: tuple[type[BaseException], ...] = (TimeoutError, *bus.transient)
         bus.declare(self)
 
     def _where(self) -> str:
@@ -514,7 +528,7 @@ class BrokerDurable(Subscription):
                     if self._acks:
                         self._flush_acks()
                     wait = 0.0 if until_idle else block_s
-                    msgs = self._run_on_loop(lambda: reader.fetch(self.batch, wait), timeout=wait + 30)
+                    msgs = self._run_on_loop(functools.partial(reader.fetch, self.batch, wait), timeout=wait + 30)
                     if msgs:
                         self._handle(msgs)
                         continue
@@ -522,12 +536,12 @@ class BrokerDurable(Subscription):
                         if self._run_on_loop(reader.pending) == 0:
                             self.idle = True
                             return
-                        msgs = self._run_on_loop(lambda: reader.fetch(self.batch, poll_s), timeout=poll_s + 30)
+                        msgs = self._run_on_loop(functools.partial(reader.fetch, self.batch, poll_s), timeout=poll_s + 30)
                         if msgs:
                             self._handle(msgs)
                 except BusError:
                     raise
-                except (*self._bus.transient, asyncio.TimeoutError) as exc:
+                except self._transient as exc:
                     setup_needed = True
                     self._failed(exc)
         finally:
@@ -585,6 +599,7 @@ class BrokerBroadcast(Subscription):
         self.block_ms = max(1, int(block_ms))
         self._wanted = frozenset(types) if types is not None else None
         self._inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._transient: tuple[type[BaseException], ...] = (TimeoutError, *bus.transient)
 
     def _where(self) -> str:
         return f"broadcast listener on {self._bus.channel} at {self._bus.shown_url}"
@@ -603,7 +618,7 @@ class BrokerBroadcast(Subscription):
                 if stopper is None:
                     try:
                         stopper = self._bus.loop.run(_await(self._bus._broadcast_listener(self, self._inbox.put)))
-                    except (*self._bus.transient, asyncio.TimeoutError) as exc:
+                    except self._transient as exc:
                         if attempt == 0:
                             log.warning("%s cannot subscribe (%s); retrying", self._where(), exc)
                         self._stopping.wait(self._bus.backoff(attempt))

@@ -166,14 +166,16 @@ class NatsBus(BrokerBus):
                 async def on_error(exc: Exception) -> None:
                     log.debug("nats client on %s: %s", self.shown_url, exc)
 
-                self._nc = await nats.connect(
+                nc = await nats.connect(
                     servers=self.servers,
                     connect_timeout=self.connect_timeout_s,
                     allow_reconnect=True,
-                    max_reconnect_attempts=-1,
+                    max_reconnect_attempts=1,  # the first connect fails fast (0 means for ever): the bus retries it
                     reconnect_time_wait=0.2,
                     error_cb=on_error,
                 )
+                nc.options["max_reconnect_attempts"] = -1  # once connected, reconnect for ever
+                self._nc = nc
                 self._js = self._nc.jetstream(timeout=_ACK_TIMEOUT_S, publish_async_max_pending=BUS_NATS_PUBLISH_WINDOW)
                 self._stream_ready = False
         return self._nc
@@ -220,6 +222,8 @@ class NatsBus(BrokerBus):
 
     async def _send(self, items: list[tuple[Event, bytes]]) -> None:
         nc = await self.client()
+        if not nc.is_connected:  # reconnecting: fail now, the bus retries with its backoff
+            raise nats.errors.ConnectionReconnectingError()
         if self.to_durable:
             js = await self.ensure_stream()
             futures = []
@@ -389,7 +393,7 @@ class _NatsReader(Reader):
             except nats.js.errors.NotFoundError:
                 await js.add_consumer(self.bus.stream, config)
                 continue
-            if abs((info.config.ack_wait or 0) - config.ack_wait) > 1e-3:
+            if abs((info.config.ack_wait or 0) - (config.ack_wait or 0)) > 1e-3:
                 info.config.ack_wait = config.ack_wait
                 try:
                     await js.add_consumer(self.bus.stream, info.config)
@@ -408,17 +412,18 @@ class _NatsReader(Reader):
             token = msg.subject.rsplit(".", 1)[-1]
             self._open.pop(token, None)
             self._long_until.pop(token, None)
-            for fifo in self._fifo.values():
-                fifo[:] = [r for r in fifo if r[0] != token]
+            for open_reqs in self._fifo.values():
+                open_reqs[:] = [r for r in open_reqs if r[0] != token]
             desc = headers.get("Description") or ""
             if status == "503" or (status == "409" and "Deleted" in desc):
                 self._lost = True
         else:
             self.q.append(msg)
+            fifo: list[list[Any]] | None = None
             try:
                 fifo = self._fifo.get(msg.metadata.consumer)
             except Exception:  # noqa: BLE001 - not a JetStream delivery
-                fifo = None
+                pass
             if fifo:  # the server answers a consumer's pull requests in order
                 head = fifo[0]
                 head[1] -= 1
@@ -456,7 +461,7 @@ class _NatsReader(Reader):
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     async def fetch(self, n: int, wait_s: float) -> list[Message]:
