@@ -11,8 +11,8 @@ Mapping (``<ns>`` is the namespace: ``?namespace=`` in the URL, default ``tusk``
     <ns>.unrouted            direct exchange receiving events no group queue was bound for
     <ns>.held.<type>         classic durable queue per type on it (declared by the publisher, at most
                              ``maxlen`` messages, oldest dropped): events published before any
-                             group listened; the first group created with ``start="earliest"``
-                             takes them over
+                             group listened; groups subscribed with ``start="earliest"`` read
+                             it beside their own queue (so the first to come takes them)
     <ns>.bc.<channel>        fanout exchange for broadcast; each listener has an exclusive queue
 
 Group queues are declared by ``subscribe()`` itself, so a service subscribed before anything
@@ -72,12 +72,6 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 """Errors after which the same call succeeds once a new connection is open."""
 
-
-_TAKEOVER_BATCH = 500
-"""Held messages moved per round trip when a group takes them over."""
-
-_TAKEOVER_IDLE_S = 0.5
-"""How long a take-over waits for the next held message before deciding the queue is drained."""
 
 _RETURN_GRACE_S = 1.0
 """How long a message put back after its visibility timeout counts as pending before it is seen again."""
@@ -325,8 +319,11 @@ class AmqpBus(BrokerBus):
                 c = await self._count(self.group_queue(g, t))
                 if c is None:
                     continue
-                unacked = sum(r.unacked_for(t) for r in self.readers if r.sub.group == g)
-                groups[g] = GroupInfo(name=g, consumers=c[1], pending=c[0] + unacked, lag=None,
+                mine = [r for r in self.readers if r.sub.group == g]
+                unacked = sum(r.unacked_for(t) for r in mine)
+                reads_held = held is not None and any(self.held_queue(t) in r.held for r in mine)
+                waiting = c[0] + (held[0] if held is not None and reads_held else 0)
+                groups[g] = GroupInfo(name=g, consumers=c[1], pending=waiting + unacked, lag=None,
                                       last_delivered_id="")
             out[t] = StreamInfo(type=t, key=self.held_queue(t), length=held[0] if held else 0, last_id=None,
                                 groups=groups)
@@ -367,6 +364,9 @@ class _AmqpReader(Reader):
         else:
             self.queues = [(bus.group_queue(group, t), routing_key(t), t) for t in sub.types]
         self.queue_names = [q for q, _, _ in self.queues]
+        self.held = (
+            [bus.held_queue(t) for t in sub.types] if sub.types is not None and sub.start_at == "earliest" else []
+        )
         self.q: deque[AbstractIncomingMessage] = deque()
         self.ch: Any = None
         self._changed: asyncio.Event | None = None
@@ -387,47 +387,7 @@ class _AmqpReader(Reader):
             q = await ch.declare_queue(name, durable=True, arguments=self.bus.queue_arguments())
             self.bus.declared.add(("q", name))
             await q.bind(events, routing_key=key)
-            if type is not None and self.sub.start_at == "earliest":
-                await self._take_over_held(ch, type, name)
         self._declared = True
-
-    async def _take_over_held(self, ch: Any, type: str, queue: str) -> None:
-        """Move what was published for ``type`` while no group listened into ``queue``."""
-        conn = await self.bus.connection()
-        src = await conn.channel()
-        try:
-            try:
-                held = await src.declare_queue(self.bus.held_queue(type), passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                return
-            left = int(held.declaration_result.message_count or 0)
-            if not left:
-                return
-            default = ch.default_exchange
-            inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-            await src.set_qos(prefetch_count=_TAKEOVER_BATCH)
-            await held.consume(inbox.put, no_ack=False)
-            while left > 0:
-                batch: list[AbstractIncomingMessage] = []
-                try:
-                    batch.append(await asyncio.wait_for(inbox.get(), _TAKEOVER_IDLE_S))
-                except TimeoutError:
-                    return  # taken by another process meanwhile
-                while not inbox.empty() and len(batch) < _TAKEOVER_BATCH:
-                    batch.append(inbox.get_nowait())
-                await asyncio.gather(*(
-                    default.publish(
-                        aio_pika.Message(m.body, message_id=m.message_id, type=m.type, content_type=m.content_type,
-                                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                        routing_key=queue,
-                    )
-                    for m in batch
-                ))
-                await batch[-1].ack(multiple=True)
-                left -= len(batch)
-        finally:
-            if not src.is_closed:
-                await src.close()
 
     async def setup(self) -> None:
         if self._changed is None:
@@ -444,6 +404,11 @@ class _AmqpReader(Reader):
         for name, _, _ in self.queues:
             q = await self.ch.declare_queue(name, passive=True)
             await q.consume(self._on_msg, no_ack=False)
+        # what was published while no group listened: the group created with "earliest" reads it too
+        for name in self.held:
+            if await self.bus._count(name) is not None:
+                q = await self.ch.declare_queue(name, passive=True)
+                await q.consume(self._on_msg, no_ack=False)
 
     async def _on_msg(self, msg: AbstractIncomingMessage) -> None:
         if msg.redelivered and self._returned:
@@ -528,7 +493,7 @@ class _AmqpReader(Reader):
         while self._returned and self._returned[0] < horizon:
             self._returned.popleft()
         total = len(self._unacked) + len(self._returned)
-        for name, _, _ in self.queues:
+        for name in [*self.queue_names, *self.held]:
             c = await self.bus._count(name)
             total += c[0] if c else 0
         return total
