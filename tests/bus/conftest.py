@@ -129,7 +129,7 @@ def _amqp_namespace_url() -> Iterator[str]:
             pytest.fail("aio-pika is not installed; under CI=true integration tests must run")
         pytest.skip("aio-pika is not installed (pip install 'tusk_events[amqp]')")
     url = f"{AMQP_URL}?namespace=t{uuid.uuid4().hex[:12]}"
-    probe = connect(url, retries=0)
+    probe = connect(url, retries=3)
     try:
         probe.ping()
     except Exception as exc:

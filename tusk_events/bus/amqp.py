@@ -42,7 +42,7 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage
 
-from tusk_events.bus.base import GroupInfo, StreamInfo
+from tusk_events.bus.base import GroupInfo, StreamInfo, redact_url
 from tusk_events.bus.broker import (
     BrokerBroadcast,
     BrokerBus,
@@ -69,6 +69,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     aiormq.exceptions.ChannelInvalidStateError,
     aiormq.exceptions.AMQPConnectionError,
+    RuntimeError,  # aiormq's "<Connection ...> closed"
 )
 """Errors after which the same call succeeds once a new connection is open."""
 
@@ -109,13 +110,26 @@ def parse_url(url: str) -> tuple[str, str]:
     plain, _ = split_state(url)
     parts = urlsplit(plain)
     if parts.scheme not in ("amqp", "amqps"):
-        raise BusError(f"not an AMQP URL: {plain!r} (expected amqp://user:pass@host:5672/vhost)")
+        raise BusError(f"not an AMQP URL: {redact_url(plain)!r} (expected amqp://user:pass@host:5672/vhost)")
     if not parts.hostname:
-        raise BusError(f"invalid AMQP URL {plain!r}: no host")
+        raise BusError(f"invalid AMQP URL {redact_url(plain)!r}: no host")
+    try:
+        parts.port  # noqa: B018 - validates it
+    except ValueError as exc:
+        raise BusError(f"invalid AMQP URL {redact_url(plain)!r}: {exc}") from exc
     query = parse_qsl(parts.query, keep_blank_values=True)
     ns = next((v for k, v in query if k == "namespace"), BUS_AMQP_NAMESPACE) or BUS_AMQP_NAMESPACE
     rest = urlencode([(k, v) for k, v in query if k != "namespace"])
     return urlunsplit(parts._replace(query=rest)), ns
+
+
+def _dead(conn: Any) -> bool:
+    """Whether an aio-pika connection is unusable (closed by us, or by the server: aio-pika's own
+    flag does not always follow the latter)."""
+    if conn is None or conn.is_closed:
+        return True
+    under = getattr(getattr(conn, "transport", None), "connection", None)
+    return under is None or bool(under.is_closed)
 
 
 class AmqpBus(BrokerBus):
@@ -159,12 +173,12 @@ class AmqpBus(BrokerBus):
     # --- connection -----------------------------------------------------------------
 
     async def connection(self) -> Any:
-        if self._conn is not None and not self._conn.is_closed:
+        if not _dead(self._conn):
             return self._conn
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._conn is None or self._conn.is_closed:
+            if _dead(self._conn):
                 self._conn = await aio_pika.connect(
                     self.client_url, timeout=self.connect_timeout_s,
                     client_properties={"connection_name": f"tusk_events {self.ns}"},
@@ -216,7 +230,7 @@ class AmqpBus(BrokerBus):
         self._held.add(type)
 
     async def _disconnect(self) -> None:
-        if self._conn is not None and not self._conn.is_closed:
+        if not _dead(self._conn):
             await self._conn.close()
 
     # --- publishing -----------------------------------------------------------------
@@ -276,6 +290,7 @@ class AmqpBus(BrokerBus):
             if not ch.is_closed:
                 await ch.close()
 
+        stop.alive = lambda: not ch.is_closed  # type: ignore[attr-defined]  # lost with its connection
         return stop
 
     # --- introspection --------------------------------------------------------------
@@ -359,6 +374,7 @@ class _AmqpReader(Reader):
         self.sub = sub
         group = sub.group or ""
         self.types = sub.types
+        self.queues: list[tuple[str, str, str | None]]
         if sub.types is None:
             self.queues = [(bus.group_queue(group, None), "#", None)]
         else:
@@ -456,9 +472,9 @@ class _AmqpReader(Reader):
         out: list[Message] = []
         while self.q and len(out) < n:
             msg = self.q.popleft()
-            headers = msg.headers or {}
+            headers: dict[str, Any] = dict(msg.headers or {})
             try:
-                count = int(headers.get("x-delivery-count", 0) or 0) + 1  # type: ignore[call-overload]
+                count = int(headers.get("x-delivery-count", 0) or 0) + 1
             except (TypeError, ValueError):
                 count = 2 if msg.redelivered else 1
             if count == 1 and msg.redelivered:
@@ -492,11 +508,15 @@ class _AmqpReader(Reader):
         horizon = time.monotonic() - _RETURN_GRACE_S
         while self._returned and self._returned[0] < horizon:
             self._returned.popleft()
-        total = len(self._unacked) + len(self._returned)
+        waiting = 0
         for name in [*self.queue_names, *self.held]:
             c = await self.bus._count(name)
-            total += c[0] if c else 0
-        return total
+            waiting += c[0] if c else 0
+        if not waiting and self.ch is not None and not self.ch.is_closed:
+            # what the queues handed to this channel and is still on its way counts neither as
+            # waiting nor as ours yet: one round trip on the channel lets it arrive first
+            await self.ch.set_qos(prefetch_count=self.sub.batch)
+        return waiting + len(self._unacked) + len(self._returned)
 
     def wake(self) -> None:
         self._woken = True

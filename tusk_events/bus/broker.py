@@ -372,7 +372,10 @@ class BrokerBus(Bus):
     async def _broadcast_listener(
         self, sub: BrokerBroadcast, push: Callable[[bytes], None]
     ) -> Callable[[], Awaitable[None]]:
-        """Start delivering broadcast messages to ``push`` (on the loop); return the stopper."""
+        """Start delivering broadcast messages to ``push`` (on the loop); return the stopper.
+
+        A stopper with an ``alive()`` attribute is polled while idle: False means the listener
+        was lost (its connection closed) and must be started again."""
 
     async def _disconnect(self) -> None:
         """Close the broker connection(s)."""
@@ -633,6 +636,10 @@ class BrokerBroadcast(Subscription):
                     raw = None
                 now = time.monotonic()
                 if raw is None:
+                    alive = getattr(stopper, "alive", None)
+                    if alive is not None and not alive():  # the broker connection went: listen again
+                        stopper = None
+                        continue
                     if deadline is not None and now >= deadline:
                         log.warning("%s: still receiving when run_until_idle timed out", self._where())
                         return
