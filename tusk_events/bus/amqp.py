@@ -391,6 +391,8 @@ class _AmqpReader(Reader):
         """Delivered and not yet acked, by delivery tag: (message, when delivered)."""
         self._declared = False
         self._returned: deque[float] = deque()
+        self._tag_types: dict[str, str | None] = {}
+        """Consumer tag -> the event type its queue carries (for messages that do not say)."""
         """When each message put back by ``_return_expired`` was returned, until it comes again."""
 
     def unacked_for(self, type: str) -> int:
@@ -417,14 +419,15 @@ class _AmqpReader(Reader):
         self._unacked.clear()
         self.ch = await conn.channel()
         await self.ch.set_qos(prefetch_count=self.sub.batch)
-        for name, _, _ in self.queues:
+        self._tag_types.clear()
+        for name, _, type in self.queues:
             q = await self.ch.declare_queue(name, passive=True)
-            await q.consume(self._on_msg, no_ack=False)
+            self._tag_types[await q.consume(self._on_msg, no_ack=False)] = type
         # what was published while no group listened: the group created with "earliest" reads it too
-        for name in self.held:
+        for name, type in zip(self.held, self.sub.types or ()):
             if await self.bus._count(name) is not None:
                 q = await self.ch.declare_queue(name, passive=True)
-                await q.consume(self._on_msg, no_ack=False)
+                self._tag_types[await q.consume(self._on_msg, no_ack=False)] = type
 
     async def _on_msg(self, msg: AbstractIncomingMessage) -> None:
         if msg.redelivered and self._returned:
@@ -480,7 +483,8 @@ class _AmqpReader(Reader):
             if count == 1 and msg.redelivered:
                 count = 2
             key = msg.routing_key or ""
-            out.append(Message(msg.body, count, str(msg.delivery_tag), msg.type or unquote(key), msg))
+            type = msg.type or self._tag_types.get(msg.consumer_tag or "") or unquote(key)
+            out.append(Message(msg.body, count, str(msg.delivery_tag), type, msg))
         return out
 
     async def ack(self, handles: list[Any]) -> None:

@@ -467,7 +467,7 @@ class BrokerDurable(Subscription):
             try:
                 parsed.append((m, decode(m.body, m.message_id)))
             except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
-                self._report(exc, None, Delivery(m.count, "durable", m.message_id, m.type, group, consumer))
+                self._report(exc, None, Delivery(m.count, "durable", m.message_id, m.type, group, consumer, m.body))
                 acks.append(m.handle)  # can never succeed: do not redeliver it forever
         done: set[str] = set()
         state = self._bus.state if self._dedup_ttl is not None else None
@@ -660,7 +660,7 @@ class BrokerBroadcast(Subscription):
         try:
             event = decode(data)
         except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
-            self._report(exc, None, Delivery(1, "broadcast"))
+            self._report(exc, None, Delivery(1, "broadcast", raw=data))
             return
         if self._wanted is not None and event.type not in self._wanted:
             return

@@ -42,7 +42,13 @@ from typing import Any
 from tusk_events.bus import ACK_ONLY, Bus, Delivery, connect, redis_client
 from tusk_events.config import TSK
 from tusk_events.contracts.model import Contracts
-from tusk_events.defaults import DEDUP_PREFIX, DEDUP_TTL_S, DLQ_CHANNEL
+from tusk_events.defaults import (
+    DEDUP_PREFIX,
+    DEDUP_TTL_S,
+    DLQ_CHANNEL,
+    DLQ_UNDECODABLE_MAX_CHARS,
+    DLQ_UNDECODABLE_TYPE,
+)
 from tusk_events.errors import ConfigError, FujsenError
 from tusk_events.events import Event, handling, new_event
 from tusk_events.fujsen.helpers import shared_store
@@ -318,8 +324,9 @@ class Runtime:
             if svc.spec.delivery == "sync":
                 continue
             handler = self._bus_handler(svc)
+            on_error = self._undecodable_handler(svc)
             if svc.spec.delivery == "broadcast":
-                sub = self.bus.subscribe(handler, list(svc.spec.types), mode="broadcast")
+                sub = self.bus.subscribe(handler, list(svc.spec.types), mode="broadcast", on_error=on_error)
                 sub.start()
                 self._subscriptions.append(sub)
                 continue
@@ -329,9 +336,24 @@ class Runtime:
                     consumer=f"{self.consumer}-{svc.spec.name}-{i}", mode="durable",
                     dedup_ttl_s=DEDUP_TTL_S,
                     visibility_timeout_ms=int(svc.spec.visibility_timeout_s * 1000),
-                    batch=svc.spec.batch,
+                    batch=svc.spec.batch, on_error=on_error,
                 )
                 self._subscriptions.append(sub)
+
+    def _undecodable_handler(self, svc: Service) -> Callable[[BaseException, Event | None, Delivery], None]:
+        """``on_error`` for the bus: a message that is not an event envelope goes to the service's DLQ
+        (as a ``tusk.undecodable`` event holding its body) instead of vanishing."""
+
+        def on_error(exc: BaseException, event: Event | None, delivery: Delivery) -> None:
+            if event is not None:  # handler failures are dead-lettered by process()
+                return
+            body = (delivery.raw or b"").decode("utf-8", "replace")[:DLQ_UNDECODABLE_MAX_CHARS]
+            letter = new_event(DLQ_UNDECODABLE_TYPE, {"body": body, "type": delivery.type,
+                                                     "message_id": delivery.message_id})
+            self._dead_letter(svc, letter, f"undecodable message on {delivery.type or 'the bus'}: {exc}",
+                              "", delivery.count, None)
+
+        return on_error
 
     def _bus_handler(self, svc: Service) -> Callable[[Event, Delivery], Any]:
         def handle(event: Event, delivery: Delivery) -> Any:
