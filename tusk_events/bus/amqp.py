@@ -25,6 +25,9 @@ returned to its queue once ``visibility_timeout_ms`` has passed (a consumer that
 returns everything it held at once: RabbitMQ requeues a closed channel's deliveries).
 
 Needs ``aio-pika`` (``pip install 'tusk_events[amqp]'``).
+
+Longer than most modules because RabbitMQ needs more around it than a log-based broker:
+held queues, returning failed deliveries after the visibility timeout, reconnecting.
 """
 
 from __future__ import annotations

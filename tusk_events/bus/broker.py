@@ -19,6 +19,10 @@ fujsen ``redis`` helper) are kept in the bus's *state* client: an embedded faker
 named after the broker URL, or a real Redis named by the URL's ``state`` query
 parameter (``nats://host:4222/TUSK?state=redis://127.0.0.1:6379/0``) so several
 processes share them.
+
+This module is longer than most: the bus base, the loop thread and the two subscription
+loops are one piece (each loop leans on the bus's retry and reconnect rules), and splitting
+them would spread one protocol over several files.
 """
 
 from __future__ import annotations
@@ -547,6 +551,8 @@ class BrokerDurable(Subscription):
                 except self._transient as exc:
                     setup_needed = True
                     self._failed(exc)
+                except Exception as exc:  # the broker refused something: say where, as a BusError
+                    raise BusError(f"{self._where()}: {type(exc).__name__}: {exc}") from exc
         finally:
             self._finish()
 
@@ -627,6 +633,10 @@ class BrokerBroadcast(Subscription):
                         self._stopping.wait(self._bus.backoff(attempt))
                         attempt += 1
                         continue
+                    except BusError:
+                        raise
+                    except Exception as exc:
+                        raise BusError(f"{self._where()}: {type(exc).__name__}: {exc}") from exc
                     attempt = 0
                     self._ready.set()
                     last = time.monotonic()

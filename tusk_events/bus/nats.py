@@ -21,6 +21,9 @@ deliver to nobody: those messages come back after ``ack_wait``, like a crashed w
 
 Needs ``nats-py`` (``pip install 'tusk_events[nats]'``) and a server with JetStream
 (``nats-server -js``), 2.9 or later.
+
+Longer than most modules because the pull-request bookkeeping (one inbox, per-consumer
+request order, status replies) is what makes batched reads fast, and it belongs with the bus.
 """
 
 from __future__ import annotations
