@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from broker_support import amqp_namespace_url, nats_stream_url
 from bus_support import RedisServer
 
 from tusk_events.bus import Bus, connect, memory
@@ -16,8 +17,6 @@ from tusk_events.bus import Bus, connect, memory
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-NATS_URL = os.environ.get("TUSK_TEST_NATS_URL", "nats://127.0.0.1:4222")
-AMQP_URL = os.environ.get("TUSK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 REDIS_PROTOCOL_ONLY = {
     # these write or read the Redis keys and channels themselves (the docs' fujsen speak Redis)
@@ -65,35 +64,11 @@ def url(request: pytest.FixtureRequest, memory_url: str) -> Iterator[str]:
         yield memory_url
         memory.forget(memory_url)
     elif request.param == "nats":
-        yield from _nats_stream_url()
+        yield from nats_stream_url()
     elif request.param == "amqp":
-        yield from _amqp_namespace_url()
+        yield from amqp_namespace_url()
     else:
         yield request.getfixturevalue("redis_url")
-
-
-def _nats_stream_url() -> Iterator[str]:
-    """A JetStream stream of its own on the shared NATS server, deleted afterwards."""
-    try:
-        import nats  # noqa: F401
-    except ImportError:
-        if IN_CI:
-            pytest.fail("nats-py is not installed; under CI=true integration tests must run")
-        pytest.skip("nats-py is not installed (pip install 'tusk_events[nats]')")
-    url = f"{NATS_URL}/T{uuid.uuid4().hex[:12]}"
-    probe = connect(url, retries=0)
-    try:
-        probe.ping()
-    except Exception as exc:
-        probe.close()
-        if IN_CI:
-            pytest.fail(f"no NATS server at {NATS_URL}: {exc}")
-        pytest.skip(f"no NATS server at {NATS_URL}")
-    try:
-        yield url
-    finally:
-        probe.delete_stream()  # type: ignore[attr-defined]
-        probe.close()
 
 
 @pytest.fixture
@@ -118,27 +93,3 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
-
-
-def _amqp_namespace_url() -> Iterator[str]:
-    """A namespace of its own on the shared RabbitMQ; its queues and exchanges are deleted afterwards."""
-    try:
-        import aio_pika  # noqa: F401
-    except ImportError:
-        if IN_CI:
-            pytest.fail("aio-pika is not installed; under CI=true integration tests must run")
-        pytest.skip("aio-pika is not installed (pip install 'tusk_events[amqp]')")
-    url = f"{AMQP_URL}?namespace=t{uuid.uuid4().hex[:12]}"
-    probe = connect(url, retries=3)
-    try:
-        probe.ping()
-    except Exception as exc:
-        probe.close()
-        if IN_CI:
-            pytest.fail(f"no RabbitMQ at {AMQP_URL}: {exc}")
-        pytest.skip("no RabbitMQ server at " + AMQP_URL)
-    try:
-        yield url
-    finally:
-        probe.delete_queues()  # type: ignore[attr-defined]
-        probe.close()

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker_support import IN_CI, amqp_namespace_url
 from bus_support import subprocess_env, wait_until
-from conftest import IN_CI
 
 from tusk_events.bus import Delivery, connect
 from tusk_events.errors import BusError
@@ -37,9 +37,7 @@ bus.subscribe(handle, ["job"], group="workers", consumer="doomed", batch=20, vis
 @pytest.fixture
 def amqp_url() -> Iterator[str]:
     """A namespace of its own on the shared RabbitMQ (see conftest's ``url``), removed afterwards."""
-    from conftest import _amqp_namespace_url
-
-    yield from _amqp_namespace_url()
+    yield from amqp_namespace_url()
 
 
 def _connections(namespace: str) -> list[str]:

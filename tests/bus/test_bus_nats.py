@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker_support import IN_CI, NATS_URL, nats_stream_url
 from bus_support import subprocess_env, wait_until
-from conftest import IN_CI, NATS_URL
 
 from tusk_events.bus import Delivery, connect
 from tusk_events.errors import BusError
@@ -43,9 +43,7 @@ bus.subscribe(handle, ["job"], group="workers", consumer="doomed", batch=20, vis
 @pytest.fixture
 def nats_url() -> Iterator[str]:
     """A stream of its own on the shared server (see conftest's ``url``), deleted afterwards."""
-    from conftest import _nats_stream_url
-
-    yield from _nats_stream_url()
+    yield from nats_stream_url()
 
 
 class NatsServer:
