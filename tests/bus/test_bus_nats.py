@@ -248,3 +248,12 @@ def test_shared_server_answers() -> None:
             if IN_CI:
                 raise
             pytest.skip(str(exc))
+
+
+def test_publishing_after_the_stream_was_deleted_creates_it_again(nats_url: str) -> None:
+    with connect(nats_url, retries=2, retry_backoff_s=0.01) as bus:
+        bus.publish("a", 1)
+        bus.delete_stream()  # type: ignore[attr-defined]
+        bus._stream_ready = True  # type: ignore[attr-defined]  # as if another process had deleted it
+        bus.publish("a", 2)
+        assert bus.stream_info(["a"])["a"].length == 1

@@ -238,6 +238,9 @@ class NatsBus(BrokerBus):
             for fut in futures:
                 try:
                     await asyncio.wait_for(fut, _ACK_TIMEOUT_S)
+                except nats.js.errors.NoStreamResponseError:
+                    self._stream_ready = False  # the stream is gone: the retry creates it again
+                    raise
                 except nats.js.errors.APIError as exc:
                     if exc.err_code == 10060 or "no stream" in str(exc).lower():  # stream deleted meanwhile
                         self._stream_ready = False
