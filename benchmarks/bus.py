@@ -1,6 +1,7 @@
 """Bus throughput and latency on a real Redis, each figure next to raw redis-py doing the same work.
 
-    python benchmarks/bus.py --url redis://127.0.0.1:6379/15 [--rounds 5] [--quick]
+    python benchmarks/bus.py [--url redis://127.0.0.1:6379/15] [--rounds 5] [--quick]
+    python benchmarks/bus.py --url nats://127.0.0.1:4222 | amqp://guest:guest@127.0.0.1:5672/  (benchmarks/bus_brokers.py)
 
 Only the database index of ``--url`` is flushed (before each round and at the end). Figures are
 medians over ``--rounds`` rounds, bus and raw interleaved so both see the same machine state.
@@ -305,6 +306,10 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2000.0, help="events/s for the latency runs")
     ap.add_argument("--only", choices=("publish", "durable", "latency"), help="run one section")
     args = ap.parse_args()
+    if args.url.startswith(("nats://", "amqp://", "amqps://")):  # the broker buses: durable consume
+        from bus_brokers import run
+
+        return run(args.url, 2 if args.quick else args.rounds, args.quick)
     if not args.url.startswith(("redis://", "rediss://", "unix://")):
         ap.error("--url must name a real Redis (redis://, rediss:// or unix://)")
     r = redis.Redis.from_url(args.url)

@@ -54,7 +54,7 @@ _JAVASCRIPT = re.compile(
     r"\s*(?://[^\n]*\n\s*)*(?:function\s*\w*\s*\(|(?:const|let|var)\s+\w+\s*=|"
     r"(?:async\s+)?\([\w\s,]*\)\s*=>|\w+\s*=>)"
 )
-_BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
+_BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "amqp://", "amqps://", "nats://")
 _string_counter = 0
 
 

@@ -125,6 +125,12 @@ BUS_EPOCH_KEY = "tusk:bus_epoch"
 DLQ_CHANNEL = "tusk_dlq"
 """Pub/sub channel announcing dead-lettered events when the config names no ``dlq_channel``."""
 
+DLQ_UNDECODABLE_TYPE = "tusk.undecodable"
+"""Event type of the dead letter standing for a bus message that was not an event envelope."""
+
+DLQ_UNDECODABLE_MAX_CHARS = 64_000
+"""How much of an undecodable message's body its dead letter keeps."""
+
 # --- bus -------------------------------------------------------------------------------
 
 BUS_CHANNEL = "tusk_events"
@@ -231,6 +237,21 @@ BUS_MEMORY_DEFAULT_NAME = "default"
 
 BUS_MEMORY_REDIS_VERSION = (7, 0)
 """The Redis version the embedded server imitates (reply shapes of XAUTOCLAIM, XINFO...)."""
+
+BUS_BROKER_CALL_TIMEOUT_S = 30.0
+"""How long a broker bus waits for one call on its client's loop thread (publish, ack, info)."""
+
+BUS_NATS_STREAM = "TUSK"
+"""The JetStream stream of a ``nats://`` bus whose URL names none (``nats://host:4222/<stream>``)."""
+
+BUS_NATS_PUBLISH_WINDOW = 2_000
+"""JetStream publishes awaiting their acknowledgement at once (``publish_many``)."""
+
+BUS_AMQP_NAMESPACE = "tusk"
+"""Prefix of the exchanges and queues of an ``amqp://`` bus (``?namespace=`` in the URL changes it)."""
+
+BUS_AMQP_QUEUE_TYPE = "quorum"
+"""The queue type of durable (type, group) queues on RabbitMQ: replicated, with delivery counts."""
 
 # --- observability -------------------------------------------------------------------------
 

@@ -10,6 +10,16 @@ Backends, by URL scheme (imported on first use):
 
 Both run the same implementation (:mod:`tusk_events.bus.redis_bus`), whose docstring has
 the key layout and the delivery guarantees.
+
+``amqp://user:pass@host:5672/vhost``, ``amqps://``
+    RabbitMQ (:mod:`tusk_events.bus.amqp`, ``tusk_events[amqp]``): quorum queues per
+    (type, group), a fanout exchange for broadcast.
+``nats://host:4222/<stream>``
+    NATS with JetStream (:mod:`tusk_events.bus.nats`, ``tusk_events[nats]``): a stream
+    with a durable pull consumer per (group, type), core subjects for broadcast.
+
+The broker buses share :mod:`tusk_events.bus.broker` (a loop thread for the asyncio
+client, the subscription loops); a new broker is one module implementing its hooks.
 """
 
 from __future__ import annotations
@@ -39,10 +49,21 @@ BACKENDS: dict[str, str] = {
     "redis": "tusk_events.bus.redis_bus",
     "rediss": "tusk_events.bus.redis_bus",
     "unix": "tusk_events.bus.redis_bus",
+    "amqp": "tusk_events.bus.amqp",
+    "amqps": "tusk_events.bus.amqp",
+    "nats": "tusk_events.bus.nats",
 }
 """URL scheme -> module providing ``open_bus(url, **options)`` and ``open_client(url)``."""
 
-_DRIVERS = {"redis": "tusk_events", "fakeredis": "tusk_events", "hiredis": "tusk_events[hiredis]"}
+_DRIVERS = {
+    "redis": "tusk_events",
+    "fakeredis": "tusk_events",
+    "hiredis": "tusk_events[hiredis]",
+    "aio_pika": "tusk_events[amqp]",
+    "aiormq": "tusk_events[amqp]",
+    "pamqp": "tusk_events[amqp]",
+    "nats": "tusk_events[nats]",
+}
 
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
@@ -52,7 +73,7 @@ def _backend(url: str) -> ModuleType:
     if not isinstance(url, str) or "://" not in url:
         raise BusError(
             f"invalid event bus URL {url!r}: expected memory://[name], redis://host:port/db, "
-            "rediss://host:port/db or unix:///path/to/redis.sock"
+            "rediss://host:port/db, unix:///path/to/redis.sock, amqp://host:5672/ or nats://host:4222"
         )
     scheme = url.split("://", 1)[0].lower()
     module = BACKENDS.get(scheme)
