@@ -222,3 +222,31 @@ def test_a_real_redis_that_holds_data_is_refused_unless_flushed(redis_url):
     assert client.get("someone-elses") == b"data"
     with TuskApp(APP, bus=redis_url, flush=True) as app:
         assert app.redis.get("someone-elses") is None
+
+
+def test_closing_an_app_drops_its_bus_and_its_temporary_store():
+    from pathlib import Path
+
+    from tusk_events.bus import memory
+
+    with TuskApp(APP) as app:
+        app.run_until_idle()
+        store_file = Path(app.store_url.split("sqlite:///", 1)[1].split("?")[0])
+        assert store_file.exists()
+        server = memory.server(app.bus_url)
+    assert not store_file.parent.exists()
+    assert memory.server(app.bus_url) is not server  # a fresh, empty server if the name is used again
+    memory.forget(app.bus_url)
+
+
+def test_a_config_that_does_not_load_leaves_nothing_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    bad = tmp_path / "bad.tsk"
+    bad.write_text("[svc]\nsubscribe: []\nhandle_fujsen = '''\ndef handle(event):\n    return 1\n'''\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the app's temporary store would go
+    with pytest.raises(ConfigError, match=r"\[svc\] subscribe must be an event type or a list"):
+        TuskApp(bad)
+    assert list(scratch.iterdir()) == []

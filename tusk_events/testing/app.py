@@ -88,6 +88,7 @@ class TuskApp(Assertions):
         self.clock = clock or VirtualClock()
         self.bus_url = bus or TESTING_BUS_PREFIX + uuid.uuid4().hex[:12]
         self._own_tmp = tmp_dir is None
+        self._own_store = store is None
         self._tmp = Path(tempfile.mkdtemp(prefix="tusk-test-") if tmp_dir is None else tmp_dir)
         self._tmp.mkdir(parents=True, exist_ok=True)
         self.store_url = store or f"sqlite:///{self._tmp / 'events.db'}?synchronous=off"  # a test's store need not outlive a power cut
@@ -303,8 +304,9 @@ class TuskApp(Assertions):
             memory.forget(self.bus_url)
         elif self._owns_bus_data:
             redis_client(self.bus_url).flushdb()
+        if self._own_store:
+            self.store.close()  # a store the test named may still be in use elsewhere: left open
         if self._own_tmp:
-            self.store.close()
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> TuskApp:
