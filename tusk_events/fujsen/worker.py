@@ -28,8 +28,8 @@ from tusk_events.errors import FujsenError, FujsenTimeout, SandboxViolation
 from tusk_events.fujsen import budget, helpers
 from tusk_events.fujsen.executor import FujsenRunner
 from tusk_events.fujsen.guards import safe_builtins, violate
-from tusk_events.fujsen.isolation import Channel, PlainWriter, dumps_plain
 from tusk_events.fujsen.sandbox import CompiledFujsen
+from tusk_events.fujsen.wire import Channel, PlainWriter, dumps_plain
 
 try:
     import resource
