@@ -14,11 +14,10 @@ import marshal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tusk_events.defaults import ISOLATION_MAX_MESSAGE
 from tusk_events.errors import FujsenError, FujsenTimeout, SandboxViolation
 from tusk_events.fujsen import budget, helpers
 from tusk_events.fujsen.guards import Violation
-from tusk_events.fujsen.wire import ProtocolError
+from tusk_events.fujsen.wire import Channel, ProtocolError
 
 if TYPE_CHECKING:
     from tusk_events.fujsen.isolation import IsolatedRunner
@@ -48,6 +47,7 @@ class _Frame:
 class HelperServer:
     """Serves a worker's helper requests; the worker handle that mixes it in owns the clients."""
 
+    channel: Channel
     _handles: itertools.count[int]
     clients: dict[tuple[int, str], tuple[Any, Any, int]]
     client_handles: dict[int, tuple[Any, Any]]
@@ -62,8 +62,8 @@ class HelperServer:
                 reply = marshal.dumps(("r", value))
             except (ValueError, TypeError, RecursionError):
                 return marshal.dumps(("e", "TypeError", "TypeError", ("the helper's reply is not plain data",)))
-            if len(reply) > ISOLATION_MAX_MESSAGE:
-                text = f"the helper's reply of {len(reply):,} bytes exceeds {ISOLATION_MAX_MESSAGE:,}"
+            if len(reply) > self.channel.limit:
+                text = f"the helper's reply of {len(reply):,} bytes exceeds {self.channel.limit:,}"
                 return marshal.dumps(("e", "ValueError", "ValueError", (text,)))
             return reply
         except Violation as v:

@@ -186,22 +186,34 @@ def _int_setting(data: Mapping[str, Any], key: str, default: int, low: int, high
     return value
 
 
-def pool_settings(data: Mapping[str, Any]) -> tuple[int, int]:
-    """(workers, memory bytes) named by the config, validated."""
+def pool_settings(data: Mapping[str, Any], *, untrusted: bool = False) -> tuple[int, int]:
+    """(workers, memory bytes) named by the config, validated.
+
+    For an untrusted config the operator's defaults are ceilings: the config can only lower them.
+    """
     workers = _int_setting(data, "isolation_workers", ISOLATION_WORKERS, 1, ISOLATION_MAX_WORKERS)
     memory_mb = _int_setting(data, "isolation_memory_mb", ISOLATION_MEMORY_LIMIT >> 20, 64, 1 << 20)
+    if untrusted:
+        workers = min(workers, ISOLATION_WORKERS)
+        memory_mb = min(memory_mb, ISOLATION_MEMORY_LIMIT >> 20)
     return workers, memory_mb << 20
 
 
 def pool_for(cfg: Any) -> WorkerPool:
-    """The shared pool for a config's settings (created on first use; workers start lazily)."""
-    key = pool_settings(cfg.data)
+    """The shared pool for a config's settings (created on first use; workers start lazily).
+
+    Untrusted configs get pools of their own: hardened workers, a smaller message cap, a
+    strict decoder, and helper time charged to the call.
+    """
+    untrusted = getattr(cfg, "trust", "trusted") == "untrusted"
+    workers, memory = pool_settings(cfg.data, untrusted=untrusted)
+    key = (workers, memory, untrusted)
     pool = _pools.get(key)
     if pool is None:
         with _pools_lock:
             pool = _pools.get(key)
             if pool is None:
-                pool = _pools[key] = WorkerPool(workers=key[0], memory=key[1])
+                pool = _pools[key] = WorkerPool(workers=workers, memory=memory, untrusted=untrusted)
     return pool
 
 

@@ -34,17 +34,18 @@ from tusk_events.defaults import (
     ISOLATION_RECYCLE_RSS,
     ISOLATION_START_TIMEOUT_S,
     ISOLATION_WORKERS,
+    UNTRUSTED_MAX_MESSAGE,
 )
 from tusk_events.errors import FujsenError, FujsenTimeout
 from tusk_events.fujsen.helpserve import HelperServer, _Frame, _remote_failure
-from tusk_events.fujsen.wire import Channel, ProtocolError, loads_plain
+from tusk_events.fujsen.wire import Channel, ProtocolError, loads_plain, loads_strict
 
 if TYPE_CHECKING:
     from tusk_events.fujsen.isolation import IsolatedRunner
 
 log = logging.getLogger("tusk_events.fujsen.isolation")
 
-_pools: dict[tuple[int, int], WorkerPool] = {}
+_pools: dict[tuple[int, int, bool], WorkerPool] = {}
 _pools_lock = threading.Lock()
 
 
@@ -88,6 +89,7 @@ class _Worker(HelperServer):
             "memory": pool.memory, "cpu": ISOLATION_CPU_LIMIT_S, "files": ISOLATION_MAX_OPEN_FILES,
             # a worker whose peak grew past this retires (half the limit: it came close to it)
             "recycle": min(ISOLATION_RECYCLE_RSS, pool.memory // 2), "path": _worker_path(),
+            "harden": pool.untrusted, "limit": pool.max_message,
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", _BOOT, json.dumps(settings)],
@@ -96,7 +98,8 @@ class _Worker(HelperServer):
         )
         assert self.proc.stdin and self.proc.stdout
         self.pid = self.proc.pid
-        self.channel = Channel(self.proc.stdout.fileno(), self.proc.stdin.fileno())
+        self.channel = Channel(self.proc.stdout.fileno(), self.proc.stdin.fileno(), limit=pool.max_message)
+        self.loads = loads_strict if pool.untrusted else loads_plain
         self.ready = False
         self.alive = True
         self.retire = False
@@ -119,7 +122,7 @@ class _Worker(HelperServer):
         reason = "no hello in time"
         try:
             data = self.channel.recv(deadline)
-            hello = None if data is None else loads_plain(data)
+            hello = None if data is None else self.loads(data)
         except (EOFError, OSError, ProtocolError):
             hello = None
             try:
@@ -196,8 +199,8 @@ class _Worker(HelperServer):
             callbacks: dict[str, Callable[..., Any]] = {}
         except (ValueError, TypeError, RecursionError):
             payload, callbacks = runner.encode_call(args, kwargs)  # refusals leave the worker clean
-        if len(payload) > ISOLATION_MAX_MESSAGE:
-            raise FujsenError(f"{runner.where}: arguments of {len(payload):,} bytes exceed {ISOLATION_MAX_MESSAGE:,}")
+        if len(payload) > self.channel.limit:
+            raise FujsenError(f"{runner.where}: arguments of {len(payload):,} bytes exceed {self.channel.limit:,}")
         clean = False
         try:
             if self.forgotten or runner.fid not in self.loaded:
@@ -251,7 +254,7 @@ class _Worker(HelperServer):
                         f"{runner.where}: still running after its {runner.budget_s:g} s budget "
                         f"(isolation worker {self.pid} killed)"
                     )
-                msg = loads_plain(data)
+                msg = self.loads(data)
                 if type(msg) is not tuple or not msg:
                     raise ProtocolError("a message that is not a tuple")
                 tag = msg[0]
@@ -268,7 +271,8 @@ class _Worker(HelperServer):
                 t0 = time.monotonic()
                 reply = self._serve(frame, msg)
                 self.channel.send(reply)
-                deadline += time.monotonic() - t0
+                if not self.pool.untrusted:  # an untrusted config's helper time is its own
+                    deadline += time.monotonic() - t0
             except EOFError:
                 raise FujsenError(f"{runner.where}: {self._death()}") from None
             except ProtocolError as err:
@@ -324,9 +328,15 @@ _local = threading.local()
 class WorkerPool:
     """Persistent workers shared by every thread; each call holds one worker until it returns."""
 
-    def __init__(self, *, workers: int = ISOLATION_WORKERS, memory: int = ISOLATION_MEMORY_LIMIT) -> None:
+    def __init__(
+        self, *, workers: int = ISOLATION_WORKERS, memory: int = ISOLATION_MEMORY_LIMIT, untrusted: bool = False
+    ) -> None:
         self.size = workers
         self.memory = memory
+        # untrusted: hardened workers, smaller frames, a decoder safe against hash collisions,
+        # and the parent's time serving helpers charged to the call's deadline
+        self.untrusted = untrusted
+        self.max_message = UNTRUSTED_MAX_MESSAGE if untrusted else ISOLATION_MAX_MESSAGE
         self._cond = threading.Condition(threading.Lock())
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []

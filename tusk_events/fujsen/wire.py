@@ -9,16 +9,19 @@ run in the parent.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import math
 import os
 import pickle
 import select
 import struct
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from tusk_events.defaults import ISOLATION_MAX_MESSAGE
+from tusk_events.defaults import ISOLATION_MAX_MESSAGE, UNTRUSTED_MAX_DICT_KEYS
 
 PLAIN_TYPES = "dict, list, tuple, set, str, bytes, int, float, bool, None"
 
@@ -56,7 +59,8 @@ def dumps_plain(obj: Any) -> bytes:
 class PlainWriter:
     """``dumps_plain`` with one reused pickler (a quarter of the cost; one thread only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict  # frames past _SMALL as tagged JSON (an untrusted config's worker)
         self._reset()
 
     def _reset(self) -> None:
@@ -73,7 +77,10 @@ class PlainWriter:
         except BaseException:
             self._reset()  # a half-written pickle must not leak into the next one
             raise
-        return buf.getvalue()
+        data = buf.getvalue()
+        if self.strict and len(data) > _SMALL:
+            return dumps_tagged(obj)
+        return data
 
 
 def loads_plain(data: bytes) -> Any:
@@ -81,6 +88,92 @@ def loads_plain(data: bytes) -> Any:
         return PlainUnpickler(io.BytesIO(data)).load()
     except Exception as err:  # noqa: BLE001 - whatever is wrong, the message is not plain data
         raise ProtocolError(f"undecodable message ({type(err).__name__}: {err})") from None
+
+
+_SMALL = 4096
+"""Frames up to this size are pickles even from an untrusted worker: too few keys to collide."""
+
+_TAG = "\x00"
+
+
+def _tagged(obj: Any) -> Any:
+    """``obj`` as JSON values: tuples, sets, bytes and dicts with non-text keys become tagged objects."""
+    t = type(obj)
+    if t is str or t is int or t is float or t is bool or obj is None:
+        return obj
+    if t is list:
+        return [_tagged(v) for v in obj]
+    if t is dict:
+        if all(type(k) is str for k in obj) and not (len(obj) == 1 and next(iter(obj)).startswith(_TAG)):
+            return {k: _tagged(v) for k, v in obj.items()}
+        return {_TAG + "d": [[_tagged(k), _tagged(v)] for k, v in obj.items()]}
+    if t is tuple:
+        return {_TAG + "t": [_tagged(v) for v in obj]}
+    if t is set or t is frozenset:
+        return {_TAG + ("s" if t is set else "f"): [_tagged(v) for v in obj]}
+    if t is bytes or t is bytearray:
+        return {_TAG + ("b" if t is bytes else "a"): base64.b64encode(obj).decode("ascii")}
+    raise TypeError(f"{t.__name__} is not plain data ({PLAIN_TYPES})")
+
+
+def dumps_tagged(obj: Any) -> bytes:
+    """The JSON form of plain data, which the parent decodes without building a dict of non-text keys in C."""
+    return json.dumps(_tagged(obj), separators=(",", ":")).encode("ascii")
+
+
+def _untag(max_keys: int) -> Callable[[dict[str, Any]], Any]:
+    counted = [0]
+
+    def count(keys: Iterable[Any]) -> None:
+        # text hashes with the interpreter's random seed: only the other keys can be aimed
+        counted[0] += sum(1 for k in keys if type(k) is not str and type(k) is not bytes)
+        if counted[0] > max_keys:
+            raise ValueError(f"more than {max_keys:,} dict keys or set members that are not text")
+
+    def hook(d: dict[str, Any]) -> Any:
+        if len(d) != 1:
+            return d
+        ((key, value),) = d.items()
+        if not key.startswith(_TAG) or len(key) != 2:
+            return d
+        tag = key[1]
+        if tag == "t":
+            return tuple(value)
+        if tag in "sf":
+            count(value)
+            return set(value) if tag == "s" else frozenset(value)
+        if tag in "ba":
+            raw = base64.b64decode(value, validate=True)
+            return raw if tag == "b" else bytearray(raw)
+        if tag == "d":
+            count(p[0] for p in value)
+            return {k: v for k, v in value}
+        raise ValueError(f"unknown tag {tag!r}")
+
+    return hook
+
+
+def loads_strict(data: bytes, max_keys: int = UNTRUSTED_MAX_DICT_KEYS) -> Any:
+    """What an untrusted config's worker sent: a small pickle, or tagged JSON for anything larger.
+
+    Ints, floats and tuples hash without a random seed, so a few thousand keys chosen to
+    collide would cost the parent seconds while the C unpickler built the dict. Large frames
+    are therefore JSON (text keys only, hashed with the seed) whose other keys and set
+    members are counted before they are inserted, and refused past ``max_keys``.
+    """
+    if len(data) <= _SMALL:
+        return loads_plain(data)
+    if data[:1] not in (b"[", b"{", b"\""):
+        raise ProtocolError(f"a {len(data):,}-byte frame from an untrusted worker that is not tagged JSON")
+    try:
+        return json.loads(data, object_hook=_untag(max_keys))
+    except (ValueError, TypeError, RecursionError) as err:
+        raise ProtocolError(f"undecodable message ({type(err).__name__}: {_short(err)})") from None
+
+
+def _short(err: BaseException) -> str:
+    text = str(err)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 class Channel:
@@ -144,4 +237,4 @@ class Channel:
             buf += chunk
 
 
-__all__ = ["PLAIN_TYPES", "Channel", "PlainPickler", "PlainUnpickler", "PlainWriter", "ProtocolError", "dumps_plain", "loads_plain"]
+__all__ = ["PLAIN_TYPES", "Channel", "PlainPickler", "PlainUnpickler", "PlainWriter", "ProtocolError", "dumps_plain", "dumps_tagged", "loads_plain", "loads_strict"]
