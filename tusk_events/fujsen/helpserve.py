@@ -18,6 +18,7 @@ from tusk_events.errors import FujsenError, FujsenTimeout, SandboxViolation
 from tusk_events.fujsen import budget, helpers
 from tusk_events.fujsen.guards import Violation
 from tusk_events.fujsen.wire import Channel, ProtocolError
+from tusk_events.store import sqlguard
 
 if TYPE_CHECKING:
     from tusk_events.fujsen.isolation import IsolatedRunner
@@ -52,10 +53,14 @@ class HelperServer:
     clients: dict[tuple[int, str], tuple[Any, Any, int]]
     client_handles: dict[int, tuple[Any, Any]]
 
-    def _serve(self, frame: _Frame, msg: tuple[Any, ...]) -> bytes:
-        """Run one proxied helper call here, with the real facades; returns the reply frame."""
+    def _serve(self, frame: _Frame, msg: tuple[Any, ...], deadline: float | None = None) -> bytes:
+        """Run one proxied helper call here, with the real facades; returns the reply frame.
+
+        ``deadline`` (an untrusted config's call) also ends the SQL the helper runs.
+        """
         st = budget.state()
         saved = st.violation
+        saved_deadline = sqlguard.call_deadline(deadline)
         try:
             value = self._dispatch(frame, msg)
             try:
@@ -76,6 +81,7 @@ class HelperServer:
             return marshal.dumps(("e", type(err).__name__, _builtin_base(err), _error_args(err)))
         finally:
             st.violation = saved
+            sqlguard.call_deadline(saved_deadline)
 
     def _dispatch(self, frame: _Frame, msg: tuple[Any, ...]) -> Any:
         tag = msg[0]

@@ -269,7 +269,7 @@ class _Worker(HelperServer):
                 if frame is None:
                     frame = _Frame(runner, callbacks)
                 t0 = time.monotonic()
-                reply = self._serve(frame, msg)
+                reply = self._serve(frame, msg, deadline if self.pool.untrusted else None)
                 self.channel.send(reply)
                 if not self.pool.untrusted:  # an untrusted config's helper time is its own
                     deadline += time.monotonic() - t0
