@@ -421,6 +421,10 @@ def main(settings: dict[str, Any]) -> None:
             info["network_error"] = why
         info["limits"] = apply_limits(settings)
         info["no_new_privs"] = _no_new_privs()
+        if settings.get("harden"):
+            from tusk_events.fujsen import harden
+
+            info["hardening"] = harden.apply()  # Landlock needs no_new_privs first
         channel = Channel(rfd, wfd, limit=int(settings.get("limit", ISOLATION_MAX_MESSAGE)))
         loop = WorkerLoop(channel, settings)
         os.dup2(null, 2)  # startup errors went to the parent; from here on nothing does
