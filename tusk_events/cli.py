@@ -14,10 +14,24 @@ from typing import Any
 from tusk_events.errors import TuskError
 
 
-def _load(path: str) -> Any:
+def _load(path: str, args: argparse.Namespace | None = None) -> Any:
     from tusk_events.config import TSK
 
-    return TSK.from_file(path)
+    return TSK.from_file(path, **_trust_options(args))
+
+
+def _trust_options(args: argparse.Namespace | None) -> dict[str, Any]:
+    """``trust`` and ``env_allow`` for TSK from ``--untrusted`` and ``--env-allow``."""
+    if args is None or not getattr(args, "untrusted", False):
+        return {}
+    return {"trust": "untrusted", "env_allow": tuple(args.env_allow or ())}
+
+
+def _add_trust_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--untrusted", action="store_true",
+                   help="the config comes from elsewhere: worker processes, the operator's URLs and limits only")
+    p.add_argument("--env-allow", action="append", metavar="NAME",
+                   help="with --untrusted: an environment variable @env may read (repeatable; default none)")
 
 
 def _json_default(value: Any) -> Any:
@@ -33,7 +47,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            cfg = _load(path)
+            cfg = _load(path, args)
         except TuskError as err:
             print(str(err), file=sys.stderr)
             failed += 1
@@ -91,7 +105,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     try:
         from tusk_events.config import TSK
 
-        cfg = TSK.from_file(args.file, isolation=args.isolation)
+        cfg = TSK.from_file(args.file, isolation=args.isolation, **_trust_options(args))
         result = cfg.execute_fujsen(args.section, args.name, *fn_args)
     except TuskError as err:
         print(str(err), file=sys.stderr)
@@ -110,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--against", metavar="OLD",
                    help="also report contract changes since OLD.tsk that break existing consumers")
+    _add_trust_flags(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("show", help="print the parsed values of a config")
@@ -124,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="JSON_ARG")
     p.add_argument("--isolation", choices=["inline", "process"],
                    help="run the fujsen in this process (inline) or in a worker process with OS limits")
+    _add_trust_flags(p)
     p.set_defaults(func=cmd_exec)
 
     p = sub.add_parser("run", help="run the services of one or more configs")
@@ -139,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, metavar="P", help="serve Prometheus metrics on this port")
     p.add_argument("--isolation", choices=["inline", "process"],
                    help="run fujsen in this process (inline) or in worker processes with OS limits")
+    _add_trust_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dlq", help="inspect and redrive dead-lettered events")
@@ -246,7 +263,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     if args.processes > 1:
         return _run_processes(args)
-    runtime = Runtime.from_files(args.files, **({"isolation": args.isolation} if args.isolation else {}))
+    runtime = Runtime.from_files(args.files, **({"isolation": args.isolation} if args.isolation else {}),
+                                 **_trust_options(args))
     with runtime:
         if args.metrics_port:
             from tusk_events.observe.metrics import serve_metrics
@@ -274,7 +292,7 @@ def _run_processes(args: argparse.Namespace) -> int:
     from tusk_events.config import TSK
     from tusk_events.errors import ConfigError
 
-    first = TSK.from_file(args.files[0])
+    first = TSK.from_file(args.files[0], **_trust_options(args))
     if first.bus_url.startswith("memory://"):
         raise ConfigError("--processes needs a bus shared between processes (redis://...); "
                           f"this config uses {first.bus_url}")
@@ -286,12 +304,14 @@ def _run_processes(args: argparse.Namespace) -> int:
     if not args.no_startup:
         from tusk_events.runtime.core import Runtime
 
-        with Runtime.from_files(args.files) as rt:
+        with Runtime.from_files(args.files, **_trust_options(args)) as rt:
             rt.run_startup()
     cmd = [sys.executable, "-m", "tusk_events", "run", *args.files, "--no-startup",
            "--log-level", args.log_level, "--log-format", args.log_format]
     if args.isolation:
         cmd += ["--isolation", args.isolation]
+    if args.untrusted:
+        cmd += ["--untrusted", *(f"--env-allow={name}" for name in args.env_allow or ())]
     if args.until_idle:
         cmd.append("--until-idle")
     if args.json:

@@ -360,25 +360,29 @@ def statement_timeout() -> float:
 def fetch_capped(cur: Any) -> list[tuple[Any, ...]]:
     """Rows of ``cur``, fetched in batches, refused once they pass the row *or* byte cap.
 
-    Bytes are counted as they arrive (text and blobs by length, other values as 8), so a
-    result of a few huge values stops after the batch that crossed the line.
+    Bytes are counted as rows arrive (text and blobs by length, other values as 8). The first
+    batch is one row and later batches are sized from the rows seen so far, so a result of a
+    few huge values stops after about one value, not after a batch of them.
     """
     rows: list[tuple[Any, ...]] = []
     size = 0
+    batch = 1
     while True:
-        batch = cur.fetchmany(FUJSEN_SQL_FETCH_BATCH)
-        if not batch:
+        got = cur.fetchmany(batch)
+        if not got:
             return rows
-        for row in batch:
+        for row in got:
             for v in row:
                 size += len(v) if isinstance(v, (str, bytes, bytearray, memoryview)) else 8
-        rows += batch
+        rows += got
         if size > FUJSEN_SQL_MAX_BYTES:
             raise StoreError(
                 f"fujsen SQL returned more than {FUJSEN_SQL_MAX_BYTES:,} bytes; select fewer or smaller values"
             )
         if len(rows) > FUJSEN_SQL_MAX_ROWS:
             return rows  # the store's row check names the limit
+        per_row = size // len(rows) + 1
+        batch = max(1, min(FUJSEN_SQL_FETCH_BATCH, (FUJSEN_SQL_MAX_BYTES - size) // per_row))
 
 
 def check(sql: str, nparams: int, dialect: Dialect) -> Checked:
