@@ -271,7 +271,9 @@ class _Worker(HelperServer):
                 t0 = time.monotonic()
                 reply = self._serve(frame, msg, deadline if self.pool.untrusted else None)
                 self.channel.send(reply)
-                if not self.pool.untrusted:  # an untrusted config's helper time is its own
+                # an untrusted config's helper time is its own, except opening the operator's
+                # bus client (once per URL, bounded: the parent's setup, not the fujsen's work)
+                if not self.pool.untrusted or tag == "r":
                     deadline += time.monotonic() - t0
             except EOFError:
                 raise FujsenError(f"{runner.where}: {self._death()}") from None
