@@ -62,7 +62,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         old = None
         if against is not None:
             try:
-                old = TSK.from_file(against, env=cfg.env)
+                old = TSK.from_file(against, env=cfg.env, **_trust_options(args))
             except TuskError as err:
                 old_problems = [f"--against {against}: {err}"]
         problems = (_check_services(cfg) + check_contracts(cfg, against=against, old=old)

@@ -7,6 +7,21 @@ host's memory, environment, files and sockets. With ``isolation: "process"`` the
 compiled fujsen run in worker processes that hold nothing worth stealing, and the parent
 enforces the wall-clock budget with SIGKILL.
 
+Where the parts live: this module holds the settings and :class:`IsolatedRunner`;
+:mod:`~tusk_events.fujsen.pool` the worker processes and their calls;
+:mod:`~tusk_events.fujsen.helpserve` the parent's side of proxied helper calls;
+:mod:`~tusk_events.fujsen.wire` the frames and plain-data codecs;
+:mod:`~tusk_events.fujsen.worker` the worker's side and :mod:`~tusk_events.fujsen.harden`
+the confinement of an untrusted config's workers.
+
+Untrusted configs
+-----------------
+``TSK(..., trust="untrusted")`` (``--untrusted``) always runs isolated, in pools of its own:
+workers confined by :mod:`~tusk_events.fujsen.harden`, frames of at most
+:data:`UNTRUSTED_MAX_MESSAGE` decoded by :func:`~tusk_events.fujsen.wire.loads_strict`,
+``isolation_workers``/``isolation_memory_mb`` capped at the operator's defaults, and the
+parent's helper time charged to the call's deadline (SQL statements end with it).
+
 Choosing it
 -----------
 ``isolation`` is a config-wide setting, like ``event_bus``: write it at the top level or in
