@@ -451,3 +451,55 @@ def test_an_escaped_fujsen_finds_nothing_to_reach(tmp_path):
     assert hits == 0 and not written
     if os.geteuid() == 0:
         assert out["report"]["user"]["uid"] == 65534
+
+
+# --- the pieces, directly ------------------------------------------------------------------------
+
+
+def test_strict_decoder_refuses_large_pickles_and_counts_non_text_keys():
+    from tusk_events.fujsen.wire import PlainWriter, ProtocolError, dumps_plain, loads_strict
+
+    big = {f"k{i}": i for i in range(5000)}
+    with pytest.raises(ProtocolError, match="not tagged JSON"):
+        loads_strict(dumps_plain(big))  # what a compromised worker would send
+    writer = PlainWriter(strict=True)
+    assert loads_strict(writer.dumps(big)) == big  # text keys: any number
+    m = 2**61 - 1
+    frame = writer.dumps({i * m: None for i in range(5000)})
+    t0 = time.process_time()
+    with pytest.raises(ProtocolError, match="1,000 dict keys"):
+        loads_strict(frame)
+    assert time.process_time() - t0 < 0.5
+    with pytest.raises(ProtocolError):
+        loads_strict(b"{" + b" " * 5000 + b'"\\u0000q": 1}')  # an unknown tag
+
+
+@pytest.mark.parametrize(("sql", "refused"), [
+    ("INSERT INTO event_store (id, event_type) VALUES (?, ?)", True),
+    ("INSERT INTO event_store (rowid, event_type) VALUES (?, ?)", True),
+    ("INSERT INTO event_store VALUES (?, ?)", True),
+    ("UPDATE event_store SET id = ? WHERE event_type = ?", True),
+    ('UPDATE event_store SET event_type = ?, "id" = ?', True),
+    ("INSERT INTO event_store (event_type, payload) VALUES (?, ?)", False),
+    ("UPDATE event_store SET payload = ? WHERE id = ?", False),
+    ("INSERT INTO audit (id, what) VALUES (?, ?)", False),  # the config's own table
+])
+def test_fujsen_sql_never_writes_event_store_ids(sql, refused):
+    from tusk_events.store.sqlguard import SqlRefused, check
+
+    for dialect in ("sqlite", "postgresql"):
+        if refused:
+            with pytest.raises(SqlRefused, match="id|column list"):
+                check(sql, 2, dialect)  # type: ignore[arg-type]
+        else:
+            check(sql, 2, dialect)  # type: ignore[arg-type]
+
+
+def test_missing_confinement_is_reported():
+    from tusk_events.fujsen.pool import _missing_confinement
+
+    report = {"landlock": {"applied": False, "error": "Landlock unavailable"}, "seccomp": {"applied": True},
+              "user": {"uid": 0, "error": "no unprivileged user"}}
+    missing = _missing_confinement(report)
+    assert missing == ["landlock (Landlock unavailable)", "an unprivileged user (no unprivileged user)"]
+    assert _missing_confinement(None) == ["confinement (no report)"]

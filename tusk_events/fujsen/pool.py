@@ -344,6 +344,7 @@ class WorkerPool:
         self._idle: list[_Worker] = []
         self._waiting = 0
         self._reported = False
+        self._reported_hardening = False
 
     def __repr__(self) -> str:
         return f"<WorkerPool {len(self._workers)}/{self.size} workers>"
@@ -442,6 +443,11 @@ class WorkerPool:
             log.warning(
                 "isolation workers share the host's network (%s)", info.get("network_error", "unknown")
             )
+        if self.untrusted and not self._reported_hardening:
+            missing = _missing_confinement(info.get("hardening"))
+            if missing:
+                self._reported_hardening = True
+                log.warning("untrusted config's workers run without: %s", "; ".join(missing))
 
     # -- inspection and shutdown -------------------------------------------------------------------
 
@@ -481,6 +487,21 @@ class WorkerPool:
             w.abandon()
         self._workers, self._idle = [], []
         self._cond = threading.Condition(threading.Lock())
+
+
+def _missing_confinement(report: Any) -> list[str]:
+    """The confinement steps a worker's hello says did not apply, with their reasons."""
+    if not isinstance(report, dict):
+        return ["confinement (no report)"]
+    missing = []
+    for step in ("landlock", "seccomp"):
+        part = report.get(step)
+        if not (isinstance(part, dict) and part.get("applied")):
+            missing.append(f"{step} ({part.get('error') if isinstance(part, dict) else 'not run'})")
+    user = report.get("user")
+    if isinstance(user, dict) and user.get("uid") == 0:
+        missing.append(f"an unprivileged user ({user.get('error', 'still root')})")
+    return missing
 
 
 def _after_fork_in_child() -> None:
