@@ -306,6 +306,9 @@ def test_runtime_keys_are_refused_to_fujsen(trust):
             cfg = TSK.from_string(text, env={"EVENT_BUS": url}, trust=trust)
             with pytest.raises(SandboxViolation, match="belong to the runtime"):
                 cfg.execute_fujsen("s", "f")
+        listed = TSK.from_string(fujsen(f"return redis.from_url(event_bus).keys('*{tag}*')"),
+                                 env={"EVENT_BUS": url}, trust=trust).execute_fujsen("s", "f")
+        assert listed == []  # the runtime's key names are hidden too
         assert outside.get(dlq) == b"dead letter"
         assert not outside.exists(dedup) and not outside.exists(f"mine-{tag}")
         assert [g["name"] for g in outside.xinfo_groups(f"tusk:stream:{tag}")] == [b"g"]

@@ -260,6 +260,15 @@ def check_command(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], *
             violate(f"redis.{name}: a match pattern may hold at most {UNTRUSTED_MAX_GLOB_WILDCARDS} wildcards")
 
 
+def hide_runtime_keys(name: str, result: Any) -> Any:
+    """``keys``/``scan`` results without the runtime's own keys (their names are not the fujsen's)."""
+    if name == "keys" and isinstance(result, list):
+        return [k for k in result if not _runtime_key(k)]
+    if name == "scan" and isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], list):
+        return result[0], [k for k in result[1] if not _runtime_key(k)]
+    return result
+
+
 PUBSUB_METHODS = frozenset(
     "subscribe psubscribe unsubscribe punsubscribe get_message listen close ping".split()
 )
@@ -283,7 +292,7 @@ class _Commands(Facade):
 
             def command(*args: Any, **kwargs: Any) -> Any:
                 check_command(key, args, kwargs, strict=strict)
-                return budget.blocking(method, *args, **kwargs)
+                return hide_runtime_keys(key, budget.blocking(method, *args, **kwargs))
 
             command.__name__ = key
             return command
