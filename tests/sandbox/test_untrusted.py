@@ -506,3 +506,21 @@ def test_missing_confinement_is_reported():
     missing = _missing_confinement(report)
     assert missing == ["landlock (Landlock unavailable)", "an unprivileged user (no unprivileged user)"]
     assert _missing_confinement(None) == ["confinement (no report)"]
+
+
+def test_postgres_results_are_capped_in_bytes_through_a_server_side_cursor():
+    pg = os.environ.get("TUSK_TEST_POSTGRES_URL")
+    if pg is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("TUSK_TEST_POSTGRES_URL is required under CI")
+        pytest.skip("TUSK_TEST_POSTGRES_URL not set")
+    env = {"EVENT_BUS": "memory://", "EVENT_STORE": pg}
+    small = TSK.from_string(fujsen("return query('SELECT n FROM generate_series(1, 600) AS n')"),
+                            env=env, trust="untrusted", fujsen_timeout=30)
+    assert [r[0] for r in small.execute_fujsen("s", "f")] == list(range(1, 601))  # batches join up
+    big = TSK.from_string(fujsen("return len(query('SELECT repeat(?, 200000) FROM generate_series(1, 400)', 'x'))"),
+                          env=env, trust="untrusted", fujsen_timeout=30)
+    rss0, _ = parent_usage()
+    with pytest.raises(FujsenError, match=f"{FUJSEN_SQL_MAX_BYTES:,} bytes"):
+        big.execute_fujsen("s", "f")
+    assert parent_usage()[0] - rss0 <= 64 << 20
