@@ -19,10 +19,24 @@ from tusk_events.defaults import RUN_GRACE_S
 from tusk_events.errors import TskSyntaxError, TuskError
 
 
-def _load(path: str) -> Any:
+def _load(path: str, args: argparse.Namespace | None = None) -> Any:
     from tusk_events.config import TSK
 
-    return TSK.from_file(path)
+    return TSK.from_file(path, **_trust_options(args))
+
+
+def _trust_options(args: argparse.Namespace | None) -> dict[str, Any]:
+    """``trust`` and ``env_allow`` for TSK from ``--untrusted`` and ``--env-allow``."""
+    if args is None or not getattr(args, "untrusted", False):
+        return {}
+    return {"trust": "untrusted", "env_allow": tuple(args.env_allow or ())}
+
+
+def _add_trust_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--untrusted", action="store_true",
+                   help="the config comes from elsewhere: worker processes, the operator's URLs and limits only")
+    p.add_argument("--env-allow", action="append", metavar="NAME",
+                   help="with --untrusted: an environment variable @env may read (repeatable; default none)")
 
 
 def _json_default(value: Any) -> Any:
@@ -39,7 +53,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     loaded = []
     for path in args.files:
         try:
-            cfg = _load(path)
+            cfg = _load(path, args)
         except TuskError as err:
             if _debug(args):
                 raise
@@ -56,7 +70,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         old = None
         if against is not None:
             try:
-                old = TSK.from_file(against, env=cfg.env)
+                old = TSK.from_file(against, env=cfg.env, **_trust_options(args))
             except TuskError as err:
                 old_problems = [f"--against {against}: {err}"]
         problems = (_check_services(cfg) + check_contracts(cfg, against=against, old=old)
@@ -133,7 +147,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return 2
     from tusk_events.config import TSK
 
-    cfg = TSK.from_file(args.file, isolation=args.isolation)
+    cfg = TSK.from_file(args.file, isolation=args.isolation, **_trust_options(args))
     result = cfg.execute_fujsen(args.section, args.name, *fn_args)
     print(json.dumps(result, default=_json_default, ensure_ascii=False))
     return 0
@@ -170,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report contract changes since OLD.tsk that break existing consumers")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when there are warnings (operators this runtime cannot evaluate included)")
+    _add_trust_flags(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("show", help="print the parsed values of a config")
@@ -184,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="JSON_ARG", help="its arguments, each a JSON value")
     p.add_argument("--isolation", choices=["inline", "process"],
                    help="run the fujsen in this process (inline) or in a worker process with OS limits")
+    _add_trust_flags(p)
     p.set_defaults(func=cmd_exec)
 
     p = sub.add_parser("run", help="run the services of one or more configs", epilog=EPILOG,
@@ -208,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=RUN_GRACE_S, metavar="SECONDS",
                    help="after SIGINT/SIGTERM, how long in-flight handlers may finish before they are "
                         f"abandoned unacknowledged (default {RUN_GRACE_S:g}); exit code 130/143")
+    _add_trust_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dlq", help="inspect and redrive dead-lettered events")
@@ -337,7 +354,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.processes > 1:
         return _run_processes(args)
     runtime = Runtime.from_files(args.files, grace=args.grace,
-                                 **({"isolation": args.isolation} if args.isolation else {}))
+                                 **({"isolation": args.isolation} if args.isolation else {}),
+                                 **_trust_options(args))
     with runtime:
         runtime.client.ping()  # an unreachable bus is an error now, not a consumer reconnecting forever
         if args.metrics_port:
@@ -398,7 +416,7 @@ def _run_processes(args: argparse.Namespace) -> int:
     from tusk_events.errors import ConfigError
     from tusk_events.runtime.supervisor import run_processes
 
-    first = TSK.from_file(args.files[0])
+    first = TSK.from_file(args.files[0], **_trust_options(args))
     if first.bus_url.startswith("memory://"):
         raise ConfigError("--processes needs a bus shared between processes (redis://...); "
                           f"this config uses {first.bus_url}")
@@ -412,7 +430,7 @@ def _run_processes(args: argparse.Namespace) -> int:
         if not args.no_startup:
             from tusk_events.runtime.core import Runtime
 
-            with Runtime.from_files(args.files) as rt:
+            with Runtime.from_files(args.files, **_trust_options(args)) as rt:
                 rt.run_startup()
 
     # workers print their summaries as JSON; the supervisor adds them up into one
@@ -420,6 +438,8 @@ def _run_processes(args: argparse.Namespace) -> int:
                    "--grace", str(args.grace)]
     if args.isolation:
         worker_args += ["--isolation", args.isolation]
+    if args.untrusted:
+        worker_args += ["--untrusted", *(f"--env-allow={name}" for name in args.env_allow or ())]
     if args.metrics_port:
         worker_args += ["--metrics-port", str(args.metrics_port)]
     outputs: list[str] = []

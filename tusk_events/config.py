@@ -29,9 +29,10 @@ from __future__ import annotations
 import linecache
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tusk_events.contracts.model import Contracts
 from tusk_events.defaults import (
@@ -40,6 +41,7 @@ from tusk_events.defaults import (
     DEFAULT_STORE_URL,
     FUJSEN_TIMEOUT_S,
     STORE_ENV_VAR,
+    TRUST_DEFAULT,
 )
 from tusk_events.errors import ConfigError, FujsenError, SandboxViolation, TuskError
 from tusk_events.fujsen.executor import FujsenRunner
@@ -56,6 +58,43 @@ _JAVASCRIPT = re.compile(
 )
 _BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "amqp://", "amqps://", "nats://")
 _string_counter = 0
+
+TRUST_LEVELS = ("trusted", "untrusted")
+"""The values ``trust`` accepts: an untrusted config gets process isolation and the operator's policy."""
+
+
+def _trust_level(trust: str | None) -> str:
+    value = TRUST_DEFAULT if trust is None else trust
+    if value not in TRUST_LEVELS:
+        raise ConfigError(f"trust must be one of {', '.join(TRUST_LEVELS)}, not {trust!r}")
+    return value
+
+
+def _visible_env(env: Mapping[str, str] | None, trust: str | None, allow: Iterable[str] = ()) -> Mapping[str, str]:
+    """What ``@env`` may read: all of ``env`` for a trusted config, only the operator's ``allow`` names otherwise.
+
+    The one place the parser's view of the environment is decided, so an untrusted config
+    never sees a host secret the operator did not list (``--env-allow NAME``).
+    """
+    source: Mapping[str, str] = os.environ if env is None else env
+    if _trust_level(trust) == "trusted":
+        return source
+    return {name: source[name] for name in allow if name in source}
+
+
+_SECRET_PARAMS = ("pass", "secret", "token", "key", "user")
+
+
+def public_url(url: str) -> str:
+    """``url`` without user, password and credential-like query parameters: what an untrusted fujsen sees."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("@")[-1]
+    netloc = parts.netloc.rpartition("@")[2]
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if not any(word in k.lower() for word in _SECRET_PARAMS)])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _is_fujsen_key(key: str, value: Any) -> bool:
@@ -88,14 +127,26 @@ class TSK:
         text: str | None = None,
         isolation: str | None = None,
         unsupported: list[tuple[str, int, int]] | None = None,
+        trust: str | None = None,
+        env_allow: Iterable[str] = (),
     ) -> None:
         from tusk_events.fujsen.isolation import isolation_level
 
         self.data = data
+        # "trusted" or "untrusted" (chosen by the operator, never by the config): an untrusted
+        # config runs isolated, its limits are capped by the operator's, its URLs are the operator's
+        self.trust = _trust_level(trust)
+        if self.trust == "untrusted":
+            if isolation == "inline":
+                raise ConfigError("an untrusted config runs its fujsen in worker processes, not inline")
+            isolation = "process"
         # "inline" or "process" (worker pool); the argument overrides the config's `isolation`
         self.isolation = isolation_level(data, isolation)
         self.path = path
+        # the operator's environment (bus and store URLs); @env saw only _visible_env of it
         self.env: Mapping[str, str] = os.environ if env is None else env
+        # what operators (``@env`` and the lazy ones) may read: the one view both use
+        self.visible_env: Mapping[str, str] = _visible_env(self.env, self.trust, env_allow)
         self.fujsen_timeout = FUJSEN_TIMEOUT_S if fujsen_timeout is None else float(fujsen_timeout)
         self._lines = dict(value_lines or {})
         self._filename = path or self._register_source(text)
@@ -108,7 +159,8 @@ class TSK:
         self._runners: dict[tuple[str, str], FujsenRunner] = {}
         self._globals: dict[str, dict[str, Any]] = {}
         self._helpers = helper_globals(
-            bus_urls=self._bus_urls(), store_url=self.store_url, extra={"publish": self._publish}
+            bus_urls=self._bus_urls(), store_url=self.store_url, extra={"publish": self._publish},
+            untrusted=self.trust == "untrusted",
         )
         self._bus: Any = None
         self._compile_all()
@@ -125,15 +177,20 @@ class TSK:
         path: str | None = None,
         fujsen_timeout: float | None = None,
         isolation: str | None = None,
+        trust: str | None = None,
+        env_allow: Iterable[str] = (),
     ) -> TSK:
-        """Parse ``text``; ``env`` is what ``@env`` reads (default ``os.environ``)."""
+        """Parse ``text``; ``env`` is what ``@env`` reads (default ``os.environ``).
+
+        With ``trust="untrusted"`` ``@env`` reads only the names in ``env_allow``.
+        """
         from tusk_events.lang.parser import load
 
-        parsed = load(text, env=env, path=path)
+        parsed = load(text, env=_visible_env(env, trust, env_allow), path=path)
         return cls(
             parsed.data, value_lines=parsed.value_lines, path=path, env=env,
-            fujsen_timeout=fujsen_timeout, text=text, isolation=isolation,
-            unsupported=parsed.unsupported,
+            fujsen_timeout=fujsen_timeout, text=text, isolation=isolation, trust=trust,
+            unsupported=parsed.unsupported, env_allow=env_allow,
         )
 
     @classmethod
@@ -144,6 +201,8 @@ class TSK:
         env: Mapping[str, str] | None = None,
         fujsen_timeout: float | None = None,
         isolation: str | None = None,
+        trust: str | None = None,
+        env_allow: Iterable[str] = (),
     ) -> TSK:
         """Read and parse a .tsk file; errors carry its path."""
         p = Path(path)
@@ -152,7 +211,8 @@ class TSK:
         except OSError as err:
             raise ConfigError(f"cannot read {p}: {err.strerror or err}") from err
         return cls.from_string(
-            text, env=env, path=str(path), fujsen_timeout=fujsen_timeout, isolation=isolation
+            text, env=env, path=str(path), fujsen_timeout=fujsen_timeout, isolation=isolation,
+            trust=trust, env_allow=env_allow,
         )
 
     @staticmethod
@@ -196,7 +256,7 @@ class TSK:
 
             self._operators = OperatorContext(
                 loader=load,
-                env=self.env,
+                env=self.visible_env,
                 path=self._filename,
                 folder=Path(self.path).parent if self.path else None,
                 query=self._helpers.get("query"),
@@ -219,8 +279,11 @@ class TSK:
 
     @property
     def bus_url(self) -> str:
-        """The bus this config uses: ``event_bus`` of its sections, else ``EVENT_BUS``, else memory://."""
-        for sect in self.sections().values():
+        """The bus this config uses: ``event_bus`` of its sections, else ``EVENT_BUS``, else memory://.
+
+        An untrusted config's own ``event_bus`` is ignored: the operator names the bus.
+        """
+        for sect in self.sections().values() if self.trust == "trusted" else ():
             url = sect.get("event_bus")
             if isinstance(url, str) and url:
                 return url
@@ -228,8 +291,11 @@ class TSK:
 
     @property
     def store_url(self) -> str:
-        """The event store: ``event_store`` of its sections, else ``EVENT_STORE``, else SQLite."""
-        for sect in self.sections().values():
+        """The event store: ``event_store`` of its sections, else ``EVENT_STORE``, else SQLite.
+
+        An untrusted config's own ``event_store`` is ignored: the operator names the store.
+        """
+        for sect in self.sections().values() if self.trust == "trusted" else ():
             url = sect.get("event_store")
             if isinstance(url, str) and url:
                 return url
@@ -250,7 +316,10 @@ class TSK:
         walk("", self.data)
         return out
 
-    def _bus_urls(self) -> set[str]:
+    def _bus_urls(self) -> set[str] | dict[str, str]:
+        if self.trust == "untrusted":
+            # only the operator's bus, under the name the fujsen sees (no credentials)
+            return {public_url(self.bus_url): self.bus_url}
         urls = {DEFAULT_BUS_URL}
         env_url = self.env.get(BUS_ENV_VAR)
         if env_url:
@@ -384,6 +453,8 @@ class TSK:
             timeout = self.fujsen_timeout
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             raise FujsenError(f"[{section}] fujsen_timeout must be a positive number of seconds")
+        if self.trust == "untrusted":
+            timeout = min(timeout, self.fujsen_timeout)  # the operator's budget is a ceiling
         if self.isolation == "process":
             from tusk_events.fujsen.isolation import IsolatedRunner, pool_for
 
@@ -422,6 +493,10 @@ class TSK:
                 g.update(self._readable({k: vs[0]}))
         own = self.get_section(section) or {}
         g.update(self._readable(own))
+        if self.trust == "untrusted":
+            # the operator's URLs, without credentials, whatever the config wrote
+            g["event_bus"] = public_url(self.bus_url)
+            g["event_store"] = public_url(self.store_url)
         g.update(self._helpers)
         g["__builtins__"] = _BUILTINS
         g["__name__"] = f"fujsen:{section}"
@@ -455,4 +530,4 @@ def _pick_entry(compiled: CompiledFujsen, name: str) -> str | None:
 
 _BUILTINS = safe_builtins()
 
-__all__ = ["TSK"]
+__all__ = ["TRUST_LEVELS", "TSK", "public_url"]

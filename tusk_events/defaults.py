@@ -432,3 +432,28 @@ TESTING_IDLE_TIMEOUT_S = 30.0
 TESTING_BUS_ENV_VAR = "TUSK_TEST_BUS"
 """Buses (comma-separated URLs) the ``tusk_app`` fixture runs each test on, when no
 ``--tusk-bus`` option is given; memory:// when neither is."""
+
+# --- trust ---------------------------------------------------------------------------------
+
+TRUST_DEFAULT = "trusted"
+"""How far a config is trusted when the operator does not say (``--untrusted`` says otherwise)."""
+
+RUNTIME_KEY_PREFIX = "tusk:"
+"""Redis keys the runtime owns (dead letters, dedup records, streams): refused to fujsen."""
+
+UNTRUSTED_MAX_MESSAGE = 1 << 20
+"""Largest frame on an untrusted config's worker pipes: a decoded frame can take ~30x its size
+in the parent (one-byte empty lists), so this bounds one reply to tens of MiB and milliseconds."""
+
+UNTRUSTED_MAX_GLOB_WILDCARDS = 4
+"""Most ``*``, ``?`` and ``[`` in a Redis match pattern of an untrusted fujsen (no backtracking bombs)."""
+
+UNTRUSTED_MAX_DICT_KEYS = 1000
+"""Most non-text dict keys and set members in one message from an untrusted config's worker
+(ints hash without a seed: colliding ones cost quadratic time to insert)."""
+
+FUJSEN_SQL_MAX_BYTES = 8 << 20
+"""Bytes of row data one fujsen ``query()`` may return; counted while rows are fetched."""
+
+FUJSEN_SQL_FETCH_BATCH = 256
+"""Rows fetched per round trip of a fujsen ``query()``, so the byte cap stops a large result early."""

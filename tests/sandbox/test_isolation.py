@@ -276,7 +276,7 @@ def test_cli_run_option_goes_through_runtime_from_files(tmp_path, monkeypatch, c
 
 
 def test_a_worker_that_cannot_start_is_a_fujsen_error(monkeypatch):
-    from tusk_events.fujsen import isolation
+    from tusk_events.fujsen import pool as isolation
 
     cfg = iso("isolation_workers: 5\n[s]\nf_fujsen = '''\ndef f():\n    return 1\n'''\n")
     pool = _pool(cfg, "s", "f")

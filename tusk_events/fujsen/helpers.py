@@ -21,7 +21,12 @@ import uuid as _uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from tusk_events.defaults import MAX_CLIENTS_PER_TSK, SANDBOX_MAX_ITEMS
+from tusk_events.defaults import (
+    MAX_CLIENTS_PER_TSK,
+    RUNTIME_KEY_PREFIX,
+    SANDBOX_MAX_ITEMS,
+    UNTRUSTED_MAX_GLOB_WILDCARDS,
+)
 from tusk_events.fujsen import budget, stdlib
 from tusk_events.fujsen.facade import Facade, _static
 from tusk_events.fujsen.guards import Violation, register_facades, violate
@@ -225,6 +230,60 @@ REDIS_COMMANDS = frozenset(
 )
 """The redis-py data, pub/sub and stream commands a fujsen may call; nothing administrative."""
 
+BLOCKING_COMMANDS = frozenset({"blpop", "brpop", "blmove"})
+"""Commands that wait in the parent until data arrives: refused to untrusted configs."""
+
+_PATTERN_COMMANDS = frozenset({"keys", "scan", "hscan", "sscan", "zscan"})
+_KEY_PREFIX = RUNTIME_KEY_PREFIX
+_KEY_PREFIX_B = RUNTIME_KEY_PREFIX.encode()
+
+
+def _runtime_key(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` (an argument, or any string inside it) names one of the runtime's keys."""
+    if isinstance(value, str):
+        return value.startswith(_KEY_PREFIX)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value[: len(_KEY_PREFIX_B)]) == _KEY_PREFIX_B
+    if depth < 4 and isinstance(value, dict):
+        return any(_runtime_key(k, depth + 1) for k in value)
+    if depth < 4 and isinstance(value, (list, tuple, set, frozenset)):
+        return any(_runtime_key(v, depth + 1) for v in value)
+    return False
+
+
+def check_command(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], *, strict: bool) -> None:
+    """The key policy of a fujsen's redis command; ``strict`` for untrusted configs.
+
+    Every config: no key under the runtime's prefix (dead letters, dedup records, streams and
+    their consumer groups are the runtime's, not the fujsen's). Untrusted: no blocking command
+    (it would hold a parent thread past the call's budget) and no match pattern with more than
+    a few wildcards (glob matching backtracks).
+    """
+    if _runtime_key(args) or _runtime_key(kwargs):
+        violate(f"redis.{name}: keys under {RUNTIME_KEY_PREFIX!r} belong to the runtime")
+    if not strict:
+        return
+    if name in BLOCKING_COMMANDS or (name in ("xread", "xreadgroup") and kwargs.get("block") is not None):
+        violate(f"redis.{name}: blocking commands are not available to untrusted configs")
+    if name in _PATTERN_COMMANDS:
+        pattern = kwargs.get("match", kwargs.get("pattern"))
+        if pattern is None and name == "keys":
+            pattern = args[0] if args else "*"
+        if isinstance(pattern, (bytes, bytearray)):
+            pattern = bytes(pattern).decode("latin-1")
+        if isinstance(pattern, str) and sum(pattern.count(c) for c in "*?[") > UNTRUSTED_MAX_GLOB_WILDCARDS:
+            violate(f"redis.{name}: a match pattern may hold at most {UNTRUSTED_MAX_GLOB_WILDCARDS} wildcards")
+
+
+def hide_runtime_keys(name: str, result: Any) -> Any:
+    """``keys``/``scan`` results without the runtime's own keys (their names are not the fujsen's)."""
+    if name == "keys" and isinstance(result, list):
+        return [k for k in result if not _runtime_key(k)]
+    if name == "scan" and isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], list):
+        return result[0], [k for k in result[1] if not _runtime_key(k)]
+    return result
+
+
 PUBSUB_METHODS = frozenset(
     "subscribe psubscribe unsubscribe punsubscribe get_message listen close ping".split()
 )
@@ -297,19 +356,22 @@ def _plain_call(method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[
 class _Commands(Facade):
     """Shared by the client and its pipeline: the allowlisted commands, run via `blocking`."""
 
-    __slots__ = ("_target", "_label")
+    __slots__ = ("_target", "_label", "_strict")
     helper_name = "redis"
 
-    def __init__(self, target: Any, label: str) -> None:
+    def __init__(self, target: Any, label: str, strict: bool = False) -> None:
         object.__setattr__(self, "_target", target)
         object.__setattr__(self, "_label", label)
+        object.__setattr__(self, "_strict", strict)
 
     def __getattr__(self, key: str) -> Any:
         if key in REDIS_COMMANDS and key != "pubsub":
             method = getattr(self._target, key)
+            strict = self._strict
 
             def command(*args: Any, **kwargs: Any) -> Any:
-                return _plain_call(method, args, kwargs)
+                check_command(key, args, kwargs, strict=strict)
+                return hide_runtime_keys(key, _plain_call(method, args, kwargs))
 
             command.__name__ = key
             return command
@@ -331,7 +393,7 @@ class RedisClient(_Commands):
         return PubSub(budget.blocking(self._target.pubsub, ignore_subscribe_messages=flag))
 
     def pipeline(self, transaction: bool = True) -> Pipeline:
-        return Pipeline(self._target.pipeline(transaction=transaction), self._label)
+        return Pipeline(self._target.pipeline(transaction=transaction), self._label, self._strict)
 
 
 class Pipeline(_Commands):
@@ -342,8 +404,10 @@ class Pipeline(_Commands):
     def __getattr__(self, key: str) -> Any:
         if key in REDIS_COMMANDS and key != "pubsub":
             method = getattr(self._target, key)
+            strict = self._strict
 
             def command(*args: Any, **kwargs: Any) -> Pipeline:
+                check_command(key, args, kwargs, strict=strict)
                 _plain_call(method, args, kwargs)
                 return self
 
@@ -394,15 +458,23 @@ class PubSub(Facade):
 
 
 class RedisHelper(Facade):
-    """``redis.from_url(url)``: a cached client, for URLs the config or its env names."""
+    """``redis.from_url(url)``: a cached client, for URLs the config or its env names.
 
-    __slots__ = ("_allowed", "_clients", "_lock")
+    ``allowed_urls`` may map the URL a fujsen names to the one opened (an untrusted config
+    sees the operator's bus without its credentials); ``strict`` applies the untrusted rules
+    of :func:`check_command` and refuses the in-process ``memory://`` bus, whose memory and
+    CPU would be the parent's.
+    """
+
+    __slots__ = ("_allowed", "_clients", "_lock", "_strict")
     helper_name = "redis"
 
-    def __init__(self, allowed_urls: Iterable[str]) -> None:
-        object.__setattr__(self, "_allowed", frozenset(allowed_urls))
+    def __init__(self, allowed_urls: Iterable[str] | Mapping[str, str], *, strict: bool = False) -> None:
+        allowed = dict(allowed_urls) if isinstance(allowed_urls, Mapping) else {u: u for u in allowed_urls}
+        object.__setattr__(self, "_allowed", allowed)
         object.__setattr__(self, "_clients", {})
         object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_strict", strict)
 
     def from_url(self, url: str, **_ignored: Any) -> RedisClient:
         if not isinstance(url, str) or url not in self._allowed:
@@ -419,7 +491,10 @@ class RedisHelper(Facade):
                         violate("too many distinct bus URLs opened by this config's fujsen")
                     from tusk_events.bus import redis_client
 
-                    client = RedisClient(budget.blocking(redis_client, url), url)
+                    real = self._allowed[url]
+                    if self._strict and real.startswith("memory://"):
+                        violate("redis.from_url: the in-process memory:// bus is not open to untrusted configs")
+                    client = RedisClient(budget.blocking(redis_client, real), url, self._strict)
                     self._clients[url] = client
         return client
 
@@ -493,7 +568,8 @@ def make_functions(sql: SqlHelpers) -> dict[str, Callable[..., Any]]:
 
 
 def helper_globals(
-    *, bus_urls: Iterable[str], store_url: str, extra: Mapping[str, Any] | None = None
+    *, bus_urls: Iterable[str] | Mapping[str, str], store_url: str, extra: Mapping[str, Any] | None = None,
+    untrusted: bool = False,
 ) -> dict[str, Any]:
     """Everything a TSK injects into its fujsen' globals."""
     g: dict[str, Any] = {
@@ -503,7 +579,7 @@ def helper_globals(
         "datetime": DATETIME,
         "uuid": UUID,
         "hashlib": HASHLIB,
-        "redis": RedisHelper(bus_urls),
+        "redis": RedisHelper(bus_urls, strict=untrusted),
     }
     g.update(make_functions(SqlHelpers(store_url)))
     if extra:
@@ -523,4 +599,4 @@ def _plain_arguments(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-__all__ = ["Facade", "RedisHelper", "SqlHelpers", "Violation", "helper_globals"]
+__all__ = ["Facade", "RedisHelper", "SqlHelpers", "Violation", "check_command", "helper_globals"]

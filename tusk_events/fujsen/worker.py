@@ -24,12 +24,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from tusk_events.defaults import ISOLATION_MAX_MESSAGE
 from tusk_events.errors import FujsenError, FujsenTimeout, SandboxViolation
 from tusk_events.fujsen import budget, helpers
 from tusk_events.fujsen.executor import FujsenRunner
 from tusk_events.fujsen.guards import safe_builtins, violate
-from tusk_events.fujsen.isolation import Channel, PlainWriter, dumps_plain
 from tusk_events.fujsen.sandbox import CompiledFujsen
+from tusk_events.fujsen.wire import Channel, PlainWriter, dumps_plain
 
 try:
     import resource
@@ -211,7 +212,7 @@ class WorkerLoop:
         self.runners: dict[int, tuple[FujsenRunner, str]] = {}
         self.recycle = int(settings.get("recycle", 1 << 62))
         self.cpu_limit = float(settings.get("cpu", 1e9))
-        self.writer = PlainWriter()
+        self.writer = PlainWriter(strict=bool(settings.get("harden")))
         self.calls = 0
         usage = _usage()
         self.peak0 = usage[0] if usage else 0
@@ -420,7 +421,11 @@ def main(settings: dict[str, Any]) -> None:
             info["network_error"] = why
         info["limits"] = apply_limits(settings)
         info["no_new_privs"] = _no_new_privs()
-        channel = Channel(rfd, wfd)
+        if settings.get("harden"):
+            from tusk_events.fujsen import harden
+
+            info["hardening"] = harden.apply()  # Landlock needs no_new_privs first
+        channel = Channel(rfd, wfd, limit=int(settings.get("limit", ISOLATION_MAX_MESSAGE)))
         loop = WorkerLoop(channel, settings)
         os.dup2(null, 2)  # startup errors went to the parent; from here on nothing does
         os.close(null)

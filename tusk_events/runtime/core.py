@@ -163,12 +163,17 @@ class Runtime:
         grace: float = RUN_GRACE_S,
         tracking: bool | None = None,
         clock: Clock | None = None,
+        trust: str | None = None,
     ) -> None:
         if not configs:
             raise ConfigError("the runtime needs at least one config")
         self.configs = list(configs)
         self.clock: Clock = clock or SYSTEM_CLOCK
         """Backoff sleeps and failure times; a test injects a virtual one (tusk_events.testing)."""
+        if trust == "untrusted":  # every config must have been loaded untrusted (isolated, capped)
+            loose = [cfg.path or "<string>" for cfg in self.configs if cfg.trust != "untrusted"]
+            if loose:
+                raise ConfigError(f"trust='untrusted' but these configs were loaded trusted: {', '.join(loose)}")
         _check_duplicate_sections(self.configs)
         self.contracts = Contracts.merge(cfg.contracts for cfg in self.configs)
         first = self.configs[0]
@@ -239,9 +244,13 @@ class Runtime:
         *,
         env: Mapping[str, str] | None = None,
         isolation: str | None = None,
+        trust: str | None = None,
+        env_allow: Iterable[str] = (),
         **options: Any,
     ) -> Runtime:
-        return cls([TSK.from_file(p, env=env, isolation=isolation) for p in paths], **options)
+        """A runtime for config files; ``trust="untrusted"`` loads them under the operator's policy."""
+        configs = [TSK.from_file(p, env=env, isolation=isolation, trust=trust, env_allow=env_allow) for p in paths]
+        return cls(configs, trust=trust, **options)
 
     # -- publishing ----------------------------------------------------------------------
 

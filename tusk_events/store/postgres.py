@@ -39,7 +39,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tusk_events.defaults import (
-    FUJSEN_SQL_MAX_ROWS,
     FUJSEN_SQL_TIMEOUT_S,
     POSTGRES_APPEND_CHUNK,
     POSTGRES_CONNECT_TIMEOUT_S,
@@ -703,12 +702,17 @@ class PostgresStore(EventStore):
         try:
             with self._fujsen_connection() as conn, conn.transaction():
                 conn.execute(self._fujsen_prologue[write])
-                with conn.cursor() as cur:
+                limit = sqlguard.statement_timeout()
+                if limit < FUJSEN_SQL_TIMEOUT_S:  # the calling fujsen has less time left
+                    conn.execute(f"SET LOCAL statement_timeout = {max(1, int(limit * 1000))}")
+                # reads go through a server-side cursor, so the byte cap stops a large result
+                # batch by batch instead of after libpq buffered all of it
+                with conn.cursor(name="tusk_fujsen") if not write else conn.cursor() as cur:
                     # binary results use the extended protocol: one statement, always.
                     cur.execute(sql, params, binary=True)
                     rows = []
                     if want_rows and cur.description is not None:
-                        rows = cur.fetchmany(FUJSEN_SQL_MAX_ROWS + 1)
+                        rows = sqlguard.fetch_capped(cur)
                     rowcount = cur.rowcount
                 state = conn.execute(
                     "SELECT current_user, current_setting('search_path')"

@@ -23,6 +23,14 @@ module enforces, on both backends, before the database sees the text:
    processes. Unicode-escaped names (``U&"..."``) are refused because they could spell any
    of them.
 
+6. **No explicit ids.** An INSERT into ``event_store`` names its columns, and ``id`` is not one of them; an UPDATE
+   of it does not set ``id``: the store assigns ids, and a row with the largest possible id would
+   make every later append fail (the AUTOINCREMENT or sequence is exhausted).
+
+Results are capped in rows *and* bytes while they are fetched (:func:`fetch_capped`), and a
+statement's run time is capped by the store's timeout or the calling fujsen's remaining time
+(:func:`statement_timeout`), whichever is shorter.
+
 The scanner knows each dialect's quoting (strings, quoted identifiers, comments, and
 PostgreSQL's ``E''`` and dollar-quoted strings), so a keyword inside a string literal is not
 mistaken for code, and code is never mistaken for a literal. Anything it cannot read
@@ -33,9 +41,17 @@ SQLite, a low-privilege role on PostgreSQL (see the backends).
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from tusk_events.defaults import (
+    FUJSEN_SQL_FETCH_BATCH,
+    FUJSEN_SQL_MAX_BYTES,
+    FUJSEN_SQL_MAX_ROWS,
+    FUJSEN_SQL_TIMEOUT_S,
+)
 from tusk_events.errors import StoreError
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -276,6 +292,102 @@ def _denied_name(name: str, dialect: Dialect) -> bool:
     )
 
 
+_STORE_TABLE = "event_store"
+_ID_NAMES = frozenset({"id", "rowid", "_rowid_", "oid"})  # SQLite's rowid aliases the id column
+
+
+def _check_ids(toks: list[_Tok], verb: str, first: str) -> None:
+    """Rule 6: the store's ``id`` column is never written by fujsen SQL."""
+    names = [t.text if t.kind in ("word", "ident") else None for t in toks]
+    top = next((i for i, t in enumerate(toks) if t.kind == "word" and t.text == verb and t.depth == 0), 0)
+    end = next((i for i in range(top, len(toks)) if (toks[i].kind == "punct" and toks[i].text == "(")
+                or names[i] in ("set", "values", "select", "default")), len(toks))
+    if _STORE_TABLE not in names[top:end]:
+        return  # the rule protects the event store's ids; other tables are the config's
+    if verb == "insert":
+        at = next(i for i, t in enumerate(toks) if t.kind == "word" and t.text == "insert" and t.depth == 0)
+        j = at + 1  # INSERT [OR ...] INTO name [AS alias] ( columns ) ...
+        while j < len(toks) and not (toks[j].kind == "punct" and toks[j].text == "("):
+            if toks[j].kind == "word" and toks[j].text in ("values", "select", "default", "with"):
+                j = len(toks)
+                break
+            j += 1
+        if j == len(toks):
+            raise refuse("INSERT without a column list", "name the columns; the store assigns ids")
+        depth = toks[j].depth
+        k = j + 1
+        while k < len(toks) and not (toks[k].kind == "punct" and toks[k].text == ")" and toks[k].depth == depth):
+            if names[k] in _ID_NAMES:
+                raise refuse("an explicit id in INSERT", "the store assigns ids")
+            k += 1
+    # UPDATE ... SET id = ..., and INSERT ... ON CONFLICT DO UPDATE SET id = ...
+    in_set = False
+    set_depth = 0
+    for i, t in enumerate(toks):
+        if t.kind == "word" and t.text == "set":
+            in_set, set_depth = True, t.depth
+            if i + 1 < len(toks) and toks[i + 1].kind == "punct" and toks[i + 1].text == "(":
+                k = i + 2  # SET (a, id) = (...)
+                while k < len(toks) and toks[k].depth > t.depth:
+                    if names[k] in _ID_NAMES:
+                        raise refuse("setting id in UPDATE", "the store assigns ids")
+                    k += 1
+        elif t.kind == "word" and t.depth == set_depth and t.text in ("where", "from", "returning"):
+            in_set = False
+        elif in_set and t.depth == set_depth and names[i] in _ID_NAMES:
+            if i + 1 < len(toks) and toks[i + 1].kind == "op" and toks[i + 1].text == "=":
+                raise refuse("setting id in UPDATE", "the store assigns ids")
+
+
+_local = threading.local()
+
+
+def call_deadline(deadline: float | None) -> float | None:
+    """Set (or clear) the monotonic time by which SQL run for the current fujsen call must end.
+
+    Returns the previous value, for a nested call to restore.
+    """
+    previous: float | None = getattr(_local, "deadline", None)
+    _local.deadline = deadline
+    return previous
+
+
+def statement_timeout() -> float:
+    """Seconds the next fujsen statement may run: the store's cap, or less when the call's time is short."""
+    deadline = getattr(_local, "deadline", None)
+    if deadline is None:
+        return FUJSEN_SQL_TIMEOUT_S
+    return max(0.001, min(FUJSEN_SQL_TIMEOUT_S, deadline - time.monotonic()))
+
+
+def fetch_capped(cur: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``cur``, fetched in batches, refused once they pass the row *or* byte cap.
+
+    Bytes are counted as rows arrive (text and blobs by length, other values as 8). The first
+    batch is one row and later batches are sized from the rows seen so far, so a result of a
+    few huge values stops after about one value, not after a batch of them.
+    """
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    batch = 1
+    while True:
+        got = cur.fetchmany(batch)
+        if not got:
+            return rows
+        for row in got:
+            for v in row:
+                size += len(v) if isinstance(v, (str, bytes, bytearray, memoryview)) else 8
+        rows += got
+        if size > FUJSEN_SQL_MAX_BYTES:
+            raise StoreError(
+                f"fujsen SQL returned more than {FUJSEN_SQL_MAX_BYTES:,} bytes; select fewer or smaller values"
+            )
+        if len(rows) > FUJSEN_SQL_MAX_ROWS:
+            return rows  # the store's row check names the limit
+        per_row = size // len(rows) + 1
+        batch = max(1, min(FUJSEN_SQL_FETCH_BATCH, (FUJSEN_SQL_MAX_BYTES - size) // per_row))
+
+
 def check(sql: str, nparams: int, dialect: Dialect) -> Checked:
     """Check fujsen SQL against the rules above; raise :class:`SqlRefused` with the reason."""
     if not isinstance(sql, str):
@@ -315,6 +427,7 @@ def check(sql: str, nparams: int, dialect: Dialect) -> Checked:
             prev = t.text
         else:
             prev = ""
+    _check_ids(toks, verb, first.text)
     if len(params) != nparams:
         raise SqlRefused(
             f"statement refused: it has {len(params)} ? placeholder(s) but {nparams} "
@@ -332,4 +445,7 @@ def check(sql: str, nparams: int, dialect: Dialect) -> Checked:
     return Checked(text, verb, len(params))
 
 
-__all__ = ["ALLOWED_FIRST", "Checked", "Dialect", "SqlRefused", "check", "refuse"]
+__all__ = [
+    "ALLOWED_FIRST", "Checked", "Dialect", "SqlRefused", "call_deadline", "check", "fetch_capped", "refuse",
+    "statement_timeout",
+]

@@ -36,7 +36,6 @@ from typing import Any
 
 from tusk_events.defaults import (
     FUJSEN_SQL_MAX_LENGTH,
-    FUJSEN_SQL_MAX_ROWS,
     FUJSEN_SQL_TIMEOUT_S,
     SQLITE_BUSY_TIMEOUT_S,
     SQLITE_SYNCHRONOUS,
@@ -633,13 +632,13 @@ class SQLiteStore(EventStore):
             guard = held.guard
             assert guard is not None
             guard.reasons, guard.expired = [], False
-            guard.deadline = time.monotonic() + FUJSEN_SQL_TIMEOUT_S
+            guard.deadline = time.monotonic() + sqlguard.statement_timeout()
             cur = None
             try:
                 cur = held.conn.execute(sql, params)
                 rows = []
                 if want_rows and cur.description is not None:
-                    rows = cur.fetchmany(FUJSEN_SQL_MAX_ROWS + 1)
+                    rows = sqlguard.fetch_capped(cur)  # rows and bytes, counted as they come
                 rowcount = cur.rowcount
             except sqlite3.Error as e:
                 if guard.reason is not None:
