@@ -407,6 +407,7 @@ class Runtime:
         signal handler or another thread). BusError when the bus cannot be reached.
         """
         self.bus.ping()  # BusError at once, rather than reconnecting forever
+        self._stop.clear()  # a runtime can run again after a stop
         self._subscribe_all()
         if startup:
             self.run_startup()
@@ -445,6 +446,7 @@ class Runtime:
         keep dying (``RUNTIME_CONSUMER_RESTARTS`` in ``RUNTIME_RESTART_WINDOW_S``) this raises
         BusError, so the worker exits non-zero instead of running without them.
         """
+        self._stop.clear()
         self._subscribe_all()
         for sub in self._subscriptions:
             if sub.mode == "durable":
