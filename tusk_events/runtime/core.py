@@ -479,6 +479,7 @@ class Runtime:
         signal handler or another thread). BusError when the bus cannot be reached.
         """
         self.bus.ping()  # BusError at once, rather than reconnecting forever
+        self._stop.clear()  # a runtime can run again after a stop
         self._relay_pass()
         self._subscribe_all()
         if startup:
@@ -518,6 +519,7 @@ class Runtime:
         keep dying (``RUNTIME_CONSUMER_RESTARTS`` in ``RUNTIME_RESTART_WINDOW_S``) this raises
         BusError, so the worker exits non-zero instead of running without them.
         """
+        self._stop.clear()
         self._relay_pass()
         if self.tracking.enabled:
             self.relay.start()

@@ -113,6 +113,8 @@ def run_worker(runtime: Runtime, *, until_idle: bool, startup: bool, grace: floa
             thread.join(_POLL_S)
             if got and deadline is None:
                 deadline = time.monotonic() + grace
+            if got:
+                runtime.request_stop()  # again: the run may have started after the signal
             if deadline is not None and time.monotonic() >= deadline and thread.is_alive():
                 runtime.stop(0)  # marks what is still running as abandoned
                 break
