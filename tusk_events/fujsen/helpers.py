@@ -417,11 +417,16 @@ class RedisHelper(Facade):
                 if client is None:
                     if len(self._clients) >= MAX_CLIENTS_PER_TSK:
                         violate("too many distinct bus URLs opened by this config's fujsen")
-                    from tusk_events.bus import redis_client
-
-                    client = RedisClient(budget.blocking(redis_client, url), url)
+                    client = RedisClient(budget.blocking(_open_redis, url), url)
                     self._clients[url] = client
         return client
+
+
+def _open_redis(url: str) -> Any:
+    # importing the bus (and redis-py) is host work too: it must not eat the fujsen's budget
+    from tusk_events.bus import redis_client
+
+    return redis_client(url)
 
 
 # --- SQL on the event store ----------------------------------------------------------------
