@@ -104,24 +104,25 @@ class CallState:
         return None
 
     def finish(self, saved: tuple[Any, ...] | None, depth: int) -> tuple[bool, bool, str | None]:
-        """``end`` that an interrupt landing in the caller's bookkeeping cannot break.
+        """Finish a call; returns (timed_out, memory_exceeded, violation) for the caller.
 
-        ``depth`` is ``self.depth`` right after ``begin``: ``end`` is idempotent for it, so
-        when an interrupt arrives before or just after it ran, running it again is right.
+        An interrupt landing in the caller's bookkeeping cannot break it: ``depth`` is
+        ``self.depth`` right after ``begin``, which makes this idempotent, so when an
+        interrupt arrives before or just after it ran, running it again is right.
         """
         while True:
             try:
-                return self.end(saved, depth)
+                with self.lock:
+                    if self.depth < depth:
+                        return self.last_outcome  # this call already ended (a retry)
+                    self.last_outcome = outcome = self._end(saved)
+                    return outcome
             except Interrupt:
                 continue
 
-    def end(self, saved: tuple[Any, ...] | None, depth: int | None = None) -> tuple[bool, bool, str | None]:
-        """Finish a call; returns (timed_out, memory_exceeded, violation) for the caller."""
-        with self.lock:
-            if depth is not None and self.depth < depth:
-                return self.last_outcome  # this call already ended (a retry)
-            self.last_outcome = outcome = self._end(saved)
-            return outcome
+    def end(self, saved: tuple[Any, ...] | None) -> tuple[bool, bool, str | None]:
+        """Finish the innermost call (see ``finish``)."""
+        return self.finish(saved, self.depth)
 
     def _end(self, saved: tuple[Any, ...] | None) -> tuple[bool, bool, str | None]:
         # caller holds self.lock

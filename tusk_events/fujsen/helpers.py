@@ -489,14 +489,19 @@ class RedisHelper(Facade):
                 if client is None:
                     if len(self._clients) >= MAX_CLIENTS_PER_TSK:
                         violate("too many distinct bus URLs opened by this config's fujsen")
-                    from tusk_events.bus import redis_client
-
                     real = self._allowed[url]
                     if self._strict and real.startswith("memory://"):
                         violate("redis.from_url: the in-process memory:// bus is not open to untrusted configs")
-                    client = RedisClient(budget.blocking(redis_client, real), url, self._strict)
+                    client = RedisClient(budget.blocking(_open_redis, real), url, self._strict)
                     self._clients[url] = client
         return client
+
+
+def _open_redis(url: str) -> Any:
+    # importing the bus (and redis-py) is host work too: it must not eat the fujsen's budget
+    from tusk_events.bus import redis_client
+
+    return redis_client(url)
 
 
 # --- SQL on the event store ----------------------------------------------------------------
