@@ -125,12 +125,6 @@ BUS_EPOCH_KEY = "tusk:bus_epoch"
 DLQ_CHANNEL = "tusk_dlq"
 """Pub/sub channel announcing dead-lettered events when the config names no ``dlq_channel``."""
 
-DLQ_UNDECODABLE_TYPE = "tusk.undecodable"
-"""Event type of the dead letter standing for a bus message that was not an event envelope."""
-
-DLQ_UNDECODABLE_MAX_CHARS = 64_000
-"""How much of an undecodable message's body its dead letter keeps."""
-
 # --- bus -------------------------------------------------------------------------------
 
 BUS_CHANNEL = "tusk_events"

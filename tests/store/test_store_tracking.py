@@ -38,7 +38,8 @@ def test_a_version_1_file_is_migrated_and_keeps_its_events(tmp_path: Path) -> No
     conn.commit()
     conn.close()
     with open_store(f"sqlite:///{path}") as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
+        assert [e.event_id for e in store.by_trace("t1")] == []
         assert store.get("e1") is not None and store.count() == 1
         assert store.tracked("svc", "e1") is None
         assert store.track("svc", "e1", HANDLED)

@@ -144,7 +144,7 @@ class ConsoleData:
         if until:
             where.append("timestamp <= ?")
             params.append(until)
-        if trace_id:
+        if trace_id:  # the store's trace index answers this one
             if store.dialect == "postgresql":
                 where.append("(metadata::json ->> 'trace_id') = ?")
             else:

@@ -47,7 +47,7 @@ from tusk_events.events import ENVELOPE_VERSION, Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.unit import Unit
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the store schema this code writes; recorded in ``tusk_schema``.
 
 1: event_store; 2: tusk_tracking, tusk_outbox, tusk_meta (exactly-once handling, the relay).
@@ -357,6 +357,11 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     def get(self, event_id: str) -> StoredEvent | None:
         """The stored event with this envelope id, or None."""
+
+    @abc.abstractmethod
+    def by_trace(self, trace_id: str) -> list[StoredEvent]:
+        """Every stored event whose metadata names ``trace_id``, in store order (an index
+        on the metadata's ``trace_id``, schema version 3, keeps this a lookup, not a scan)."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -62,6 +62,9 @@ INSTALL_HINT = "pip install 'tusk_events[postgres]'"
 _E_COLUMNS = ", ".join(f"e.{c.strip()}" for c in COLUMNS.split(","))
 _URL_OPTIONS = {"pool_min_size": "min_size", "pool_max_size": "max_size"}
 
+TRACE_EXPRESSION = "(metadata::json ->> 'trace_id')"
+"""The indexed expression a trace lookup must repeat word for word to use the index."""
+
 
 def _driver() -> tuple[Any, Any]:
     try:
@@ -130,6 +133,7 @@ def migrations(schema: str) -> dict[int, list[str]]:
             f"CREATE TABLE {s}.tusk_meta (key text PRIMARY KEY, value text NOT NULL, "
             "until double precision)",
         ],
+        3: [f"CREATE INDEX event_store_trace ON {s}.event_store (({TRACE_EXPRESSION}), id)"],
     }
 
 
@@ -555,6 +559,10 @@ class PostgresStore(EventStore):
     def get(self, event_id: str) -> StoredEvent | None:
         rows = self._fetch(self._sql["select"] + " WHERE event_id = %s", (event_id,))
         return StoredEvent(*rows[0]) if rows else None
+
+    def by_trace(self, trace_id: str) -> list[StoredEvent]:
+        rows = self._fetch(self._sql["select"] + f" WHERE {TRACE_EXPRESSION} = %s ORDER BY id", (trace_id,))
+        return [StoredEvent(*row) for row in rows]
 
     # --- tracking, outbox, leases (see tusk_events.store.unit) ---------------------------
 

@@ -51,6 +51,9 @@ from tusk_events.store.unit import HANDLED, Unit
 _DIGIT = "[0-9]"
 _SECOND_GLOB = f"{_DIGIT * 4}-{_DIGIT * 2}-{_DIGIT * 2} {_DIGIT * 2}:{_DIGIT * 2}:{_DIGIT * 2}"
 
+TRACE_EXPRESSION = "json_extract(metadata, '$.trace_id')"
+"""The indexed expression a trace lookup must repeat word for word to use the index."""
+
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         f"""CREATE TABLE event_store (
@@ -84,6 +87,7 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE TABLE tusk_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, until REAL)",
     ],
+    3: [f"CREATE INDEX event_store_trace ON event_store ({TRACE_EXPRESSION}, id)"],
 }
 """Schema changes by version; each list runs in one transaction, in order."""
 
@@ -474,6 +478,10 @@ class SQLiteStore(EventStore):
     def get(self, event_id: str) -> StoredEvent | None:
         rows = self._execute(f"{_SELECT} WHERE event_id = ?", (event_id,))
         return StoredEvent(*rows[0]) if rows else None
+
+    def by_trace(self, trace_id: str) -> list[StoredEvent]:
+        rows = self._execute(f"{_SELECT} WHERE {TRACE_EXPRESSION} = ? ORDER BY id", (trace_id,))
+        return [StoredEvent(*row) for row in rows]
 
     # --- tracking, outbox, leases (see tusk_events.store.unit) ---------------------------
 
