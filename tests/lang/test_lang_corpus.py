@@ -79,6 +79,7 @@ def test_loading_the_corpus_reads_no_file_and_runs_no_query(tmp_path: Path,
     import builtins
 
     monkeypatch.chdir(tmp_path)
+    TSK.from_string("a: 1\n", env={})  # the grammar is built (lark reads its cache) once, first
     opened: list[str] = []
     real_open = builtins.open
 

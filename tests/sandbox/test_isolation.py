@@ -152,8 +152,11 @@ def test_errors_point_into_the_tsk_with_the_remote_traceback(calc):
 
 
 def test_violations_still_at_load_time_in_the_parent():
+    """Checked by the parent at load (listed), raised when run, before any worker is asked."""
+    cfg = iso("[s]\nf_fujsen = '''\ndef f():\n    return open('x')\n'''\n")
+    assert ["'open' is not available" in str(e) for e in cfg.refused_fujsen] == [True]
     with pytest.raises(SandboxViolation, match="'open' is not available"):
-        iso("[s]\nf_fujsen = '''\ndef f():\n    return open('x')\n'''\n")
+        cfg.execute_fujsen("s", "f")
 
 
 def test_run_time_violation_is_sticky(calc):
