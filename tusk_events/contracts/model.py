@@ -1,5 +1,8 @@
 """Event contracts: the payload schema, version and description of each event type, in the .tsk.
 
+(About 620 lines: loading, compiling and the human-readable validation messages; flows and
+evolution are in ``flows.py`` and ``compat.py``.)
+
 A config declares them in a ``[contracts]`` section, one block per event type::
 
     [contracts]

@@ -1,5 +1,8 @@
 """Prometheus metrics of a runtime, and ``tusk-events stats``.
 
+(About 670 lines: the metric definitions, the scrape-time bus collector, the multi-process
+mode and the ``stats`` command share one vocabulary of names and labels.)
+
 Counters and histograms are receivers of :mod:`tusk_events.runtime.signals`; they exist only once
 :meth:`Metrics.connect` (or :func:`serve_metrics`) connected them, so a run without metrics
 pays nothing. Gauges describing the bus are read when Prometheus scrapes, not kept up to date.

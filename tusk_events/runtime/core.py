@@ -1,5 +1,8 @@
 """The runtime: a config's services, subscribed and handling events, with retries, dedup and DLQ.
 
+(About 700 lines: handling one event touches retries, dedup, tracking, dead letters and
+sync delivery, which read best together; running, stopping and supervising are elsewhere.)
+
 For every service section (see :mod:`tusk_events.runtime.services`) the runtime subscribes its
 handler fujsen to the service's event types and, for each event:
 

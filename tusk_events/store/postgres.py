@@ -1,5 +1,8 @@
 """The PostgreSQL event store: psycopg 3 with a connection pool, in one schema.
 
+(About 750 lines: the schema, pool, roles and grants for fujsen, and replay must agree with
+each other; the tracking unit lives in ``postgres_unit.py``.)
+
 The store lives in the first schema of the connection's search_path (``public`` unless the
 URL says otherwise, e.g. ``?options=-csearch_path%3Devents``); all its SQL names that schema
 explicitly. Columns and timestamp rules are those of the SQLite store (see

@@ -1,5 +1,8 @@
 """The SQLite event store: one file, WAL mode, safe for several processes and threads.
 
+(About 700 lines: the schema, replay's pinned query plans and the fujsen authorizer must
+agree with each other; the tracking unit lives in ``sqlite_unit.py``.)
+
 Each thread gets its own connection (WAL lets readers run while one writer writes); writes
 wait up to the busy timeout for the file's write lock, and batches take it up front
 (``BEGIN IMMEDIATE``) so concurrent writers queue instead of failing. ``:memory:`` stores live
