@@ -30,6 +30,10 @@ WATCHDOG_TICK_S = 0.01
 FUJSEN_MEMORY_LIMIT = 512 << 20
 """Growth of the process's resident memory during one fujsen call that ends it (bytes)."""
 
+SANDBOX_MAX_ITERATOR_NESTING = 2_000
+"""How deeply a fujsen may nest ``map``/``filter``/``zip``/``enumerate`` over one another: C
+walks such a chain recursively and a very deep one overflows the stack (a segfault)."""
+
 SANDBOX_MAX_ITEMS = 10_000_000
 """Largest range / list repetition a fujsen may build in one C-level step."""
 

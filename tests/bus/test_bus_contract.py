@@ -442,9 +442,13 @@ def test_stream_info_reports_length_pending_and_lag(bus: Bus) -> None:
     a = info["a"]
     assert a.length == 5 and a.key in ("tusk:stream:a", f"{bus.url.rsplit('/', 1)[-1]}.ev.a") and a.last_id
     assert a.groups["done"].pending == 0 and a.groups["done"].lag == 0
-    # before any handler time is known a consumer reads one entry at a time: the crash holds one
-    assert a.groups["crashed"].pending == 1 and a.groups["crashed"].consumers == 1
-    assert a.groups["crashed"].lag == 4
+    # the crash holds what it had read (Redis: one entry, as reads start at one before any
+    # handler time is known; brokers: their fetch); the rest is lag, where the broker can tell
+    crashed = a.groups["crashed"]
+    assert crashed.consumers == 1 and crashed.pending >= 1
+    assert crashed.lag is None or crashed.pending + crashed.lag == 5
+    if bus.url.startswith(("redis", "memory")):
+        assert (crashed.pending, crashed.lag) == (1, 4)
     assert info["b"].groups == {}
     assert bus.stream_info(["missing"])["missing"].length == 0
 

@@ -263,6 +263,14 @@ def test_payloads_are_strict_json_and_a_failed_bus_write_is_an_error(server, tmp
         with pytest.raises(PayloadError):
             rt.bus.publish("job", [float("nan")])
         server.kill()
+        # tracking on (the default): stored with an outbox row, for the relay to send later
+        event = rt.publish("job", {"x": 1})
+        assert rt.store.get(event.id) is not None and rt.store.outbox_count() == 1
+
+
+def test_without_tracking_a_failed_bus_write_after_the_store_is_an_error(server, tmp_path):
+    with runtime(COUNTING, server, tmp_path, tracking=False) as rt:
+        server.kill()
         with pytest.raises(BusError, match="is in the event store but was not published"):
             rt.publish("job", {"x": 1})
 

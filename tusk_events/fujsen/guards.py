@@ -16,7 +16,9 @@ import builtins
 import collections
 import re
 import string
+import types
 import unicodedata
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
@@ -24,6 +26,7 @@ from tusk_events.defaults import (
     SANDBOX_MAX_DIV_WORK,
     SANDBOX_MAX_INT_BITS,
     SANDBOX_MAX_ITEMS,
+    SANDBOX_MAX_ITERATOR_NESTING,
     SANDBOX_MAX_NESTING,
     SANDBOX_MAX_POWMOD_BITS,
     SANDBOX_MAX_PRINT,
@@ -487,21 +490,35 @@ def _bytes_like(factory: type) -> Any:
     return _Proxy(factory)
 
 
+_NESTING: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+"""How deep each live map/filter/zip/enumerate of a fujsen sits in a chain of them."""
+
+
+def _nest(gen: Any, sources: tuple[Any, ...]) -> Any:
+    depth = 1 + max((_NESTING.get(s, 0) for s in sources if isinstance(s, types.GeneratorType)), default=0)
+    if depth > SANDBOX_MAX_ITERATOR_NESTING:
+        gen.close()
+        violate(f"map/filter/zip/enumerate nested more than {SANDBOX_MAX_ITERATOR_NESTING} deep "
+                "(C would recurse through all of them); build a list on the way instead")
+    _NESTING[gen] = depth
+    return gen
+
+
 def _map(fn: Any, *iterables: Any) -> Any:
-    """map() as a generator: nested ones recurse through Python frames, which have a limit."""
-    yield from builtins.map(fn, *iterables)
+    """map() as a generator whose nesting depth is counted: C recurses through nested ones."""
+    return _nest((x for x in builtins.map(fn, *iterables)), iterables)
 
 
 def _filter(fn: Any, iterable: Any) -> Any:
-    yield from builtins.filter(fn, iterable)
+    return _nest((x for x in builtins.filter(fn, iterable)), (iterable,))
 
 
 def _zip(*iterables: Any, strict: bool = False) -> Any:
-    yield from builtins.zip(*iterables, strict=strict)
+    return _nest((x for x in builtins.zip(*iterables, strict=strict)), iterables)
 
 
 def _enumerate(iterable: Any, start: int = 0) -> Any:
-    yield from builtins.enumerate(iterable, start)
+    return _nest((x for x in builtins.enumerate(iterable, start)), (iterable,))
 
 
 def _name_(obj: Any) -> str:
