@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DEBUG, INFO, WARNING (default) or ERROR")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines as text or JSON")
     p.add_argument("--metrics-port", type=int, metavar="P", help="serve Prometheus metrics on this port")
+    p.add_argument("--ui-port", type=int, metavar="P",
+                   help="also serve the web console on 127.0.0.1:P (one process; see `ui` for more)")
     p.add_argument("--isolation", choices=["inline", "process"],
                    help="run fujsen in this process (inline) or in worker processes with OS limits")
     p.add_argument("--strict", action="store_true", help="refuse to run when check would warn")
@@ -362,9 +364,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             from tusk_events.observe.metrics import serve_metrics
 
             serve_metrics(args.metrics_port, runtime)
+        console = None
+        if args.ui_port is not None:
+            from tusk_events.console.server import Console
+
+            console = Console(runtime, port=args.ui_port).start()
+            print(f"console on {console.url}", file=sys.stderr, flush=True)
         with _progress(args, runtime):
             result = run_worker(runtime, until_idle=args.until_idle, startup=not args.no_startup,
                                 grace=args.grace)
+        if console is not None:
+            console.close()
         summary = result.summary
         if args.json:
             print(json.dumps({**summary.to_dict(), "signal": result.signal, "abandoned": result.abandoned}))
