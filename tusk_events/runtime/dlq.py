@@ -68,6 +68,8 @@ class DeadLetterQueue:
         self.client = client
         self.channel = channel
         self.prefix = prefix
+        # a Redis Cluster takes no MULTI across a key and a channel: the entry is written first
+        self._atomic = type(client).__name__ != "RedisCluster"
 
     def key(self, service: str) -> str:
         return self.prefix + service
@@ -99,7 +101,7 @@ class DeadLetterQueue:
             "attempts": attempts,
             "timestamp": now,
         }
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=self._atomic)
         pipe.xadd(self.key(service), fields)
         pipe.publish(self.channel, json.dumps(notice))
         entry_id, _ = pipe.execute()
@@ -121,7 +123,7 @@ class DeadLetterQueue:
         }
         notice = {"original_event": None, "raw": raw.decode("utf-8", "replace")[:1000], "type": type,
                   "reason": reason, "service": service, "attempts": 1, "timestamp": now}
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=self._atomic)
         pipe.xadd(self.key(service), fields)
         pipe.publish(self.channel, json.dumps(notice))
         entry_id, _ = pipe.execute()
