@@ -440,7 +440,7 @@ def test_stream_info_reports_length_pending_and_lag(bus: Bus) -> None:
     info = bus.stream_info()
     assert set(info) == {"a", "b"}
     a = info["a"]
-    assert a.length == 5 and a.key in ("tusk:stream:a", f"{bus.url.rsplit('/', 1)[-1]}.ev.a") and a.last_id
+    assert a.length == 5 and a.key in ("tusk:stream:a", "{tusk}:tusk:stream:a", f"{bus.url.rsplit('/', 1)[-1]}.ev.a") and a.last_id
     assert a.groups["done"].pending == 0 and a.groups["done"].lag == 0
     # before any handler time is known a consumer reads one entry at a time: the crash holds one
     assert a.groups["crashed"].pending == 1 and a.groups["crashed"].consumers == 1
