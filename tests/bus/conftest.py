@@ -47,8 +47,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         backend = callspec.params.get("url") if callspec is not None else None
         if backend in ("nats", "amqp") and name in REDIS_PROTOCOL_ONLY:
             item.add_marker(pytest.mark.skip(reason="speaks the Redis protocol beside the bus"))
-        if backend == "cluster" and name in REDIS_PROTOCOL_ONLY:
-            item.add_marker(pytest.mark.skip(reason="writes untagged keys beside the bus (see test_bus_cluster.py)"))
         if backend == "amqp" and name in QUEUES_ARE_NOT_LOGS:
             item.add_marker(pytest.mark.skip(reason="RabbitMQ queues are not logs"))
 
