@@ -32,6 +32,20 @@ def _cluster_ok(port: int) -> bool:
         client.close()
 
 
+def _synced(port: int) -> bool:
+    """A replica has its master's data (a master is synced by definition)."""
+    import redis
+
+    client = redis.Redis(port=port, socket_connect_timeout=0.3, socket_timeout=1)
+    try:
+        info = client.info("replication")
+        return info.get("role") == "master" or info.get("master_link_status") == "up"
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        client.close()
+
+
 class PrivateCluster:
     def __init__(self, ports: tuple[int, ...] = CLUSTER_PORTS) -> None:
         self.ports = ports
@@ -54,6 +68,7 @@ class PrivateCluster:
         self.procs[port] = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", str(d / "nodes.conf"), "--cluster-node-timeout", "1000",
+             "--cluster-replica-validity-factor", "0",
              "--save", "", "--appendonly", "no", "--dir", str(d)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -83,7 +98,7 @@ class PrivateCluster:
              "--cluster-replicas", "1", "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
         )
-        while not all(_cluster_ok(p) for p in self.ports):
+        while not all(_cluster_ok(p) and _synced(p) for p in self.ports):
             if time.monotonic() > end:
                 self.stop()
                 raise RuntimeError("the private Redis Cluster did not reach cluster_state:ok")
