@@ -101,13 +101,18 @@ def cluster_url(redis_cluster: PrivateCluster) -> Iterator[str]:
     import redis
     from redis.cluster import RedisCluster
 
-    client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
-    client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    def flush() -> None:  # a new client each time: a test may have failed a master over
+        client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+        try:
+            client.flushall(target_nodes=RedisCluster.PRIMARIES)
+        finally:
+            client.close()
+
+    flush()
     try:
         yield redis_cluster.url
     finally:
-        client.flushall(target_nodes=RedisCluster.PRIMARIES)
-        client.close()
+        flush()
 
 
 @pytest.fixture
