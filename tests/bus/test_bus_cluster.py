@@ -14,15 +14,15 @@ from bus_support import ROOT, subprocess_env
 from cluster_support import PrivateCluster
 
 from tusk_events.bus import connect, redis_client
-from tusk_events.bus.redis_bus import _cluster_seeds
+from tusk_events.bus.redis_cluster import cluster_seeds
 from tusk_events.errors import BusError
 from tusk_events.events import Event
 
 
 def test_cluster_urls_name_their_seeds() -> None:
-    assert _cluster_seeds("redis+cluster://a:7101,b:7102") == ("redis://a:7101", [("a", 7101), ("b", 7102)])
-    assert _cluster_seeds("rediss+cluster://u:pw@h:1") == ("rediss://u:pw@h:1", [("h", 1)])
-    assert _cluster_seeds("redis://a:7101") is None
+    assert cluster_seeds("redis+cluster://a:7101,b:7102") == ("redis://a:7101", [("a", 7101), ("b", 7102)])
+    assert cluster_seeds("rediss+cluster://u:pw@h:1") == ("rediss://u:pw@h:1", [("h", 1)])
+    assert cluster_seeds("redis://a:7101") is None
 
 
 def test_bad_cluster_url_is_one_clear_error() -> None:

@@ -85,6 +85,7 @@ from tusk_events.bus.base import (
     strict_json,
     to_event,
 )
+from tusk_events.bus.redis_cluster import cluster_client, cluster_seeds, is_cluster_node
 from tusk_events.bus.redis_delivery import DeliveryTracking
 from tusk_events.defaults import (
     BUS_ACK_FLUSH_S,
@@ -93,7 +94,6 @@ from tusk_events.defaults import (
     BUS_BROADCAST_POLL_S,
     BUS_CHANNEL,
     BUS_CLAIM_INTERVAL_MAX_S,
-    BUS_CLUSTER_PROBE_TIMEOUT_S,
     BUS_CLUSTER_TAG,
     BUS_CONNECT_TIMEOUT_S,
     BUS_DEFAULT_GROUP,
@@ -173,77 +173,12 @@ def _client_options(
     return opts
 
 
-def _cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]] | None:
-    """``(plain URL of the first seed, [(host, port)...])`` for ``redis+cluster://a:1,b:2``, else None."""
-    scheme, _, rest = url.partition("://")
-    if scheme.lower() not in ("redis+cluster", "rediss+cluster"):
-        return None
-    auth, _, hosts = rest.rpartition("@")
-    hosts, _, tail = hosts.partition("/")
-    seeds: list[tuple[str, int]] = []
-    for part in hosts.split(","):
-        host, _, port = part.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise BusError(
-                f"invalid Redis Cluster URL {redact_url(url)!r}: expected "
-                "redis+cluster://host:port[,host:port...]"
-            )
-        seeds.append((host.strip("[]"), int(port)))
-    plain = scheme.lower().replace("+cluster", "") + "://" + (auth + "@" if auth else "") + hosts.split(",")[0]
-    return plain + ("/" + tail if tail else ""), seeds
-
-
-def _is_cluster_node(url: str) -> bool:
-    """Whether the ``redis://`` server at ``url`` is a Redis Cluster node (``INFO cluster``).
-
-    Any failure (down, slow, refused, no INFO command) means "no": the bus then behaves as on
-    one server and reports the server's problem on first use, as before."""
-    if not url.lower().startswith(("redis://", "rediss://")):
-        return False
-    try:
-        probe = redis.Redis.from_url(
-            url, socket_timeout=BUS_CLUSTER_PROBE_TIMEOUT_S,
-            socket_connect_timeout=BUS_CLUSTER_PROBE_TIMEOUT_S, retry=_NO_RETRY,
-        )
-    except ValueError:
-        return False
-    try:
-        return bool(probe.info("cluster").get("cluster_enabled"))
-    except Exception:  # noqa: BLE001 - see the docstring
-        return False
-    finally:
-        probe.close()
-
-
-def _cluster_client(url: str, seeds: list[tuple[str, int]] | None, **options: Any) -> Any:
-    """A redis-py ``RedisCluster`` (it follows MOVED/ASK and failovers) seeded with ``seeds``."""
-    from redis.cluster import ClusterNode, RedisCluster
-
-    options.pop("max_connections", None)  # per node in RedisCluster; its default is fine
-    options.pop("retry", None)
-    try:
-        if seeds is None:
-            return RedisCluster.from_url(url, **options)
-        plain = url.partition("?")[0]
-        nodes = [ClusterNode(h, p) for h, p in seeds]
-        kwargs = redis.connection.parse_url(plain)
-        for k in ("host", "port", "db", "connection_class", "path"):
-            kwargs.pop(k, None)
-        if plain.lower().startswith("rediss"):
-            kwargs["ssl"] = True
-        return RedisCluster(startup_nodes=nodes, **kwargs, **options)
-    except ValueError as exc:
-        raise BusError(f"invalid Redis Cluster URL {redact_url(url)!r}: {exc}") from exc
-    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
-        raise BusError(f"cannot reach the Redis Cluster at {redact_url(url)}: {exc}") from exc
-
-
 def open_client(url: str) -> Any:
     """A pooled redis-py client for ``url`` with the bus's timeouts and redis-py's own retries
     (a ``RedisCluster`` when ``url`` is a cluster: ``redis+cluster://`` or a cluster node)."""
-    seeded = _cluster_seeds(url)
-    if seeded is not None or _is_cluster_node(url):
-        return _cluster_client(
+    seeded = cluster_seeds(url)
+    if seeded is not None or is_cluster_node(url):
+        return cluster_client(
             seeded[0] if seeded else url, seeded[1] if seeded else None, **_client_options()
         )
     try:
@@ -256,9 +191,9 @@ def open_bus(url: str, **options: Any) -> RedisBus:
     """A :class:`RedisBus` on the server at ``url`` (redis://, rediss:// or unix://), or on a
     Redis Cluster (``redis+cluster://a:7101,b:7102``, or ``redis://`` naming any of its nodes)."""
     conn_opts = {k: options.pop(k) for k in list(options) if k in CONNECTION_OPTIONS}
-    seeded = _cluster_seeds(url)
-    if seeded is not None or _is_cluster_node(url):
-        client = _cluster_client(
+    seeded = cluster_seeds(url)
+    if seeded is not None or is_cluster_node(url):
+        client = cluster_client(
             seeded[0] if seeded else url, seeded[1] if seeded else None, **_client_options(**conn_opts)
         )
         return RedisBus(url, client, **options)
@@ -449,18 +384,20 @@ class RedisBus(Bus):
         """The connection pool of the server (on a cluster: of the master holding the bus's slot)."""
         if not self.cluster:
             return self._pool
-        node = self.client.get_node_from_key(self._prefix_b)
+        cluster: Any = self.client
+        node = cluster.get_node_from_key(self._prefix_b)
         if node.redis_connection is None:
-            self.client.nodes_manager.initialize()
-            node = self.client.get_node_from_key(self._prefix_b)
+            cluster.nodes_manager.initialize()
+            node = cluster.get_node_from_key(self._prefix_b)
         return node.redis_connection.connection_pool
 
     def refresh_topology(self) -> None:
         """After a lost node or a MOVED reply: ask the cluster again which node serves what."""
         if not self.cluster:
             return
+        cluster: Any = self.client
         try:
-            self.client.nodes_manager.initialize()
+            cluster.nodes_manager.initialize()
         except Exception as exc:  # noqa: BLE001 - the next attempt tries again
             log.debug("refreshing the cluster topology of %s failed: %s", self.shown_url, exc)
 
