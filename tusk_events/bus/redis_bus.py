@@ -13,6 +13,9 @@ Key layout (``stream_prefix`` defaults to ``tusk:stream:``, ``channel`` to ``tus
     tusk_events           the pub/sub channel: every event as its JSON envelope, as the
                           docs' ``publish_event``/``subscribe_events`` fujsen expect
 
+On a Redis Cluster every key above (and the dedup and attempt records) is prefixed with
+``BUS_CLUSTER_TAG`` (``{tusk}:``), so they share one slot: see ``redis_cluster.py``.
+
 Choices:
 
 * ``publish`` writes, by default (``publish_to="both"``), to the type's stream *and* to the
