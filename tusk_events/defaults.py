@@ -455,3 +455,11 @@ FUJSEN_SQL_MAX_BYTES = 8 << 20
 
 FUJSEN_SQL_FETCH_BATCH = 256
 """Rows fetched per round trip of a fujsen ``query()``, so the byte cap stops a large result early."""
+
+BUS_CLUSTER_TAG = "{tusk}:"
+"""Put before every bus key (streams, handled-event records, attempt counters) on a Redis
+Cluster: one hash tag, so the keys one round trip or one MULTI touches live in one slot."""
+
+BUS_CLUSTER_PROBE_TIMEOUT_S = 1.0
+"""How long opening a ``redis://`` bus waits for ``INFO cluster`` to learn whether the node is
+part of a Redis Cluster; a node that does not answer in time is taken as a single server."""

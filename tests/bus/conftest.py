@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from broker_support import amqp_namespace_url, nats_stream_url
 from bus_support import RedisServer
+from cluster_support import PrivateCluster
 
 from tusk_events.bus import Bus, connect, memory
 
@@ -56,6 +57,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         pytest.param("redis", marks=pytest.mark.redis),
         pytest.param("nats", marks=pytest.mark.nats),
         pytest.param("amqp", marks=pytest.mark.amqp),
+        pytest.param("cluster", marks=pytest.mark.cluster),
     ]
 )
 def url(request: pytest.FixtureRequest, memory_url: str) -> Iterator[str]:
@@ -67,8 +69,50 @@ def url(request: pytest.FixtureRequest, memory_url: str) -> Iterator[str]:
         yield from nats_stream_url()
     elif request.param == "amqp":
         yield from amqp_namespace_url()
+    elif request.param == "cluster":
+        yield request.getfixturevalue("cluster_url")
     else:
         yield request.getfixturevalue("redis_url")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[PrivateCluster]:
+    """The private Redis Cluster: started when not up, and then stopped (only what was started)."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        if IN_CI:
+            pytest.fail("redis-server/redis-cli are not on PATH; under CI=true integration tests must run")
+        pytest.skip("redis-server/redis-cli are not on PATH")
+    cluster = PrivateCluster()
+    try:
+        cluster.ensure()
+    except Exception as exc:  # noqa: BLE001 - ports taken, or the cluster would not form
+        if IN_CI:
+            pytest.fail(f"could not start the private Redis Cluster: {exc}")
+        pytest.skip(f"could not start the private Redis Cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: PrivateCluster) -> Iterator[str]:
+    """A ``redis+cluster://`` URL of the private cluster, emptied before and after."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    def flush() -> None:  # a new client each time: a test may have failed a master over
+        client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+        try:
+            client.flushall(target_nodes=RedisCluster.PRIMARIES)
+        finally:
+            client.close()
+
+    flush()
+    try:
+        yield redis_cluster.url
+    finally:
+        flush()
 
 
 @pytest.fixture

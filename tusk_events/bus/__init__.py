@@ -7,6 +7,9 @@ Backends, by URL scheme (imported on first use):
 ``redis://host:port/db``, ``rediss://`` (TLS), ``unix:///path/redis.sock``
     A Redis server (5.0+; 7+ recommended): a connection pool with socket timeouts and
     health checks, the hiredis parser when installed (``tusk_events[hiredis]``).
+``redis+cluster://a:7101,b:7102``, ``rediss+cluster://``
+    A Redis Cluster, from one or more seed nodes; a ``redis://`` URL naming any node of a
+    cluster is detected (``INFO cluster``) and works the same.
 
 Both run the same implementation (:mod:`tusk_events.bus.redis_bus`), whose docstring has
 the key layout and the delivery guarantees.
@@ -48,6 +51,8 @@ BACKENDS: dict[str, str] = {
     "memory": "tusk_events.bus.memory",
     "redis": "tusk_events.bus.redis_bus",
     "rediss": "tusk_events.bus.redis_bus",
+    "redis+cluster": "tusk_events.bus.redis_bus",
+    "rediss+cluster": "tusk_events.bus.redis_bus",
     "unix": "tusk_events.bus.redis_bus",
     "amqp": "tusk_events.bus.amqp",
     "amqps": "tusk_events.bus.amqp",

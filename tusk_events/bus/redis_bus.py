@@ -13,6 +13,9 @@ Key layout (``stream_prefix`` defaults to ``tusk:stream:``, ``channel`` to ``tus
     tusk_events           the pub/sub channel: every event as its JSON envelope, as the
                           docs' ``publish_event``/``subscribe_events`` fujsen expect
 
+On a Redis Cluster every key above (and the dedup and attempt records) is prefixed with
+``BUS_CLUSTER_TAG`` (``{tusk}:``), so they share one slot: see ``redis_cluster.py``.
+
 Choices:
 
 * ``publish`` writes, by default (``publish_to="both"``), to the type's stream *and* to the
@@ -64,6 +67,7 @@ from typing import Any, Literal
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
@@ -84,6 +88,7 @@ from tusk_events.bus.base import (
     strict_json,
     to_event,
 )
+from tusk_events.bus.redis_cluster import cluster_client, cluster_seeds, is_cluster_node
 from tusk_events.bus.redis_delivery import DeliveryTracking
 from tusk_events.defaults import (
     BUS_ACK_FLUSH_S,
@@ -92,6 +97,7 @@ from tusk_events.defaults import (
     BUS_BROADCAST_POLL_S,
     BUS_CHANNEL,
     BUS_CLAIM_INTERVAL_MAX_S,
+    BUS_CLUSTER_TAG,
     BUS_CONNECT_TIMEOUT_S,
     BUS_DEFAULT_GROUP,
     BUS_DISCOVER_INTERVAL_S,
@@ -170,8 +176,14 @@ def _client_options(
     return opts
 
 
-def open_client(url: str) -> redis.Redis:
-    """A pooled redis-py client for ``url`` with the bus's timeouts and redis-py's own retries."""
+def open_client(url: str) -> Any:
+    """A pooled redis-py client for ``url`` with the bus's timeouts and redis-py's own retries
+    (a ``RedisCluster`` when ``url`` is a cluster: ``redis+cluster://`` or a cluster node)."""
+    seeded = cluster_seeds(url)
+    if seeded is not None or is_cluster_node(url):
+        return cluster_client(
+            seeded[0] if seeded else url, seeded[1] if seeded else None, **_client_options()
+        )
     try:
         return redis.Redis.from_url(url, **_client_options())
     except ValueError as exc:
@@ -179,8 +191,15 @@ def open_client(url: str) -> redis.Redis:
 
 
 def open_bus(url: str, **options: Any) -> RedisBus:
-    """A :class:`RedisBus` on the server at ``url`` (redis://, rediss:// or unix://)."""
+    """A :class:`RedisBus` on the server at ``url`` (redis://, rediss:// or unix://), or on a
+    Redis Cluster (``redis+cluster://a:7101,b:7102``, or ``redis://`` naming any of its nodes)."""
     conn_opts = {k: options.pop(k) for k in list(options) if k in CONNECTION_OPTIONS}
+    seeded = cluster_seeds(url)
+    if seeded is not None or is_cluster_node(url):
+        client = cluster_client(
+            seeded[0] if seeded else url, seeded[1] if seeded else None, **_client_options(**conn_opts)
+        )
+        return RedisBus(url, client, **options)
     try:
         # Retries are the bus's (``retries=``), so redis-py's own are off.
         client = redis.Redis.from_url(url, retry=_NO_RETRY, **_client_options(**conn_opts))
@@ -193,8 +212,9 @@ _GONE = ("NOGROUP", "UNBLOCKED the", "The XGROUP subcommand requires the key to 
 """Error replies meaning "the stream or the group is gone": NOGROUP, the reply a blocked
 reader gets when its stream or group is deleted, and fakeredis's wording of the former."""
 
-_RETRYABLE = ("READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-"""Error replies of a server in failover or start-up: the same command succeeds later."""
+_RETRYABLE = ("READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK ")
+"""Error replies of a server in failover or start-up, or of a cluster node that no longer
+serves the bus's slot: the same command succeeds later (on the node the topology names)."""
 
 
 def _is_nogroup(exc: BaseException) -> bool:
@@ -280,7 +300,16 @@ class RedisBus(Bus):
         self.retry_backoff_max_s = retry_backoff_max_s
         self.discover_interval_s = discover_interval_s
         self.client = client
-        self._pool = client.connection_pool
+        self.cluster = isinstance(client, RedisCluster)
+        """On a Redis Cluster every key carries one hash tag (``BUS_CLUSTER_TAG``): one slot, so
+        multi-key round trips and MULTI never cross slots; all the bus's traffic goes to the
+        master of that slot, through the pool redis-py's cluster client keeps for it."""
+        self.key_tag = BUS_CLUSTER_TAG if self.cluster and "{" not in stream_prefix else ""
+        self.dedup_prefix = self.key_tag + DEDUP_PREFIX
+        """Where handled-event records go: ``<dedup_prefix><group>:<event id>``."""
+        if self.cluster:
+            self.stream_prefix = stream_prefix = self.key_tag + stream_prefix
+        self._pool: Any = None if self.cluster else client.connection_pool
         self._channel_b = channel.encode()
         self._prefix_b = stream_prefix.encode()
         self._trim: tuple[bytes, ...] = (
@@ -354,8 +383,29 @@ class RedisBus(Bus):
 
     # --- plumbing -----------------------------------------------------------------
 
+    def pool(self) -> Any:
+        """The connection pool of the server (on a cluster: of the master holding the bus's slot)."""
+        if not self.cluster:
+            return self._pool
+        cluster: Any = self.client
+        node = cluster.get_node_from_key(self._prefix_b)
+        if node.redis_connection is None:
+            cluster.nodes_manager.initialize()
+            node = cluster.get_node_from_key(self._prefix_b)
+        return node.redis_connection.connection_pool
+
+    def refresh_topology(self) -> None:
+        """After a lost node or a MOVED reply: ask the cluster again which node serves what."""
+        if not self.cluster:
+            return
+        cluster: Any = self.client
+        try:
+            cluster.nodes_manager.initialize()
+        except Exception as exc:  # noqa: BLE001 - the next attempt tries again
+            log.debug("refreshing the cluster topology of %s failed: %s", self.shown_url, exc)
+
     def _once(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        pool = self._pool
+        pool = self.pool()
         conn = pool.get_connection()
         try:
             return _roundtrip(conn, commands)
@@ -373,8 +423,14 @@ class RedisBus(Bus):
         attempt = 0
         while True:
             try:
-                return self._once(commands)
+                replies = self._once(commands)
+                if self.cluster and attempt < self.retries and any(
+                    isinstance(r, ResponseError) and str(r).startswith(_RETRYABLE) for r in replies
+                ):
+                    raise redis.ConnectionError(next(str(r) for r in replies if isinstance(r, ResponseError)))
+                return replies
             except TRANSIENT as exc:
+                self.refresh_topology()
                 if attempt >= self.retries:
                     raise BusError(
                         f"cannot {what} on {self.shown_url}: {exc} (after {attempt + 1} attempts); "
@@ -397,7 +453,8 @@ class RedisBus(Bus):
 
     def dedicated_connection(self, extra_timeout_s: float = 0.0) -> Any:
         """A connection outside the pool, for one subscriber's blocking reads (raw RESP2 replies)."""
-        kwargs = dict(self._pool.connection_kwargs)
+        pool = self.pool()
+        kwargs = dict(pool.connection_kwargs)
         timeout = kwargs.get("socket_timeout")
         if timeout is not None:
             kwargs["socket_timeout"] = timeout + extra_timeout_s
@@ -405,7 +462,7 @@ class RedisBus(Bus):
         # redis-py 7+ maintenance notifications need RESP3 (or hiredis): not for this connection
         kwargs.pop("maint_notifications_config", None)
         kwargs.pop("maint_notifications_pool_handler", None)
-        return self._pool.connection_class(**kwargs)
+        return pool.connection_class(**kwargs)
 
     def unblock(self, client_id: int) -> None:
         """Wake the blocked reader with ``client_id`` (CLIENT UNBLOCK); best effort."""
@@ -546,7 +603,10 @@ class RedisBus(Bus):
         for sub in list(self._subs):
             if sub.running:
                 sub.stop()
-        self._pool.disconnect()
+        if self.cluster:
+            self.client.close()
+        else:
+            self._pool.disconnect()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.shown_url} channel={self.channel!r} prefix={self.stream_prefix!r}>"
@@ -647,7 +707,7 @@ class DurableSubscription(DeliveryTracking, Subscription):
         # Idempotent consumption: ids of events handled since the last ack, recorded under
         # DEDUP_PREFIX<group>:<id> in one MULTI with their XACK.
         self._dedup_ttl = None if dedup_ttl_s is None else max(1, int(dedup_ttl_s))
-        self._dedup_prefix = f"{DEDUP_PREFIX}{self.group}:".encode()
+        self._dedup_prefix = f"{bus.dedup_prefix}{self.group}:".encode()
         self._done_ids: list[bytes] = []
         self._claim_cursor: dict[bytes, bytes] = {}
         self._read_head = (b"XREADGROUP", b"GROUP", self._group_b, self._consumer_b, b"COUNT")
@@ -699,7 +759,12 @@ class DurableSubscription(DeliveryTracking, Subscription):
 
     def _setup(self) -> None:
         """(Re)connect, learn our client id (for stop) and make sure every group exists."""
-        if self._conn is None:
+        if self._bus.cluster:  # the slot's master may have changed (failover, resharding)
+            if self._conn is not None:
+                self._conn.disconnect()
+                self._bus.refresh_topology()
+            self._conn = self._bus.dedicated_connection(self.block_ms / 1000)
+        elif self._conn is None:
             self._conn = self._bus.dedicated_connection(self.block_ms / 1000)
         self._conn.disconnect()
         self._conn.connect()

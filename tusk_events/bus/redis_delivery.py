@@ -51,7 +51,7 @@ class DeliveryTracking:
 
     def _init_tracking(self, *, group: str, track_attempts: bool, ttl_s: int) -> None:
         self._track = bool(track_attempts)
-        self._attempt_prefix = f"{ATTEMPT_PREFIX}{group}:".encode()
+        self._attempt_prefix = f"{getattr(self._bus, 'key_tag', '')}{ATTEMPT_PREFIX}{group}:".encode()
         self._attempt_ttl = max(1, int(ttl_s))
         self._held: dict[bytes, dict[bytes, None]] = {}
         self._held_lock = threading.Lock()

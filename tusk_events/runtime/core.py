@@ -317,7 +317,7 @@ class Runtime:
         spec = svc.spec
         durable = delivery is not None and delivery.mode == "durable"
         tracked = delivery is None or durable  # broadcast: every instance handles it
-        dedup_key = f"{DEDUP_PREFIX}{spec.group}:{event.id}"
+        dedup_key = f"{getattr(self.bus, 'dedup_prefix', DEDUP_PREFIX)}{spec.group}:{event.id}"
         # a first durable delivery was never handled here, or the bus's record would have
         # stopped it; a repeat (count > 1) may follow a crash between commit and ack
         recheck = delivery is None or delivery.count > 1

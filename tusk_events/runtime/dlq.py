@@ -68,6 +68,8 @@ class DeadLetterQueue:
         self.client = client
         self.channel = channel
         self.prefix = prefix
+        # a Redis Cluster takes no MULTI across a key and a channel: the entry is written first
+        self._atomic = type(client).__name__ != "RedisCluster"
 
     def key(self, service: str) -> str:
         return self.prefix + service
@@ -99,11 +101,7 @@ class DeadLetterQueue:
             "attempts": attempts,
             "timestamp": now,
         }
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.key(service), fields)
-        pipe.publish(self.channel, json.dumps(notice))
-        entry_id, _ = pipe.execute()
-        return _s(entry_id)
+        return self._write(service, fields, notice)
 
     def add_raw(self, service: str, type: str, raw: bytes, *, reason: str, message_id: str | None = None) -> str:
         """Keep an entry that is not a usable event, its bytes unchanged, with why."""
@@ -121,6 +119,15 @@ class DeadLetterQueue:
         }
         notice = {"original_event": None, "raw": raw.decode("utf-8", "replace")[:1000], "type": type,
                   "reason": reason, "service": service, "attempts": 1, "timestamp": now}
+        return self._write(service, fields, notice)
+
+    def _write(self, service: str, fields: dict[str, Any], notice: dict[str, Any]) -> str:
+        """The entry and its notice in one MULTI; on a Redis Cluster (no MULTI, no pipelined
+        PUBLISH there) the entry first, then the notice."""
+        if not self._atomic:
+            entry_id = self.client.xadd(self.key(service), fields)
+            self.client.publish(self.channel, json.dumps(notice))
+            return _s(entry_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(self.key(service), fields)
         pipe.publish(self.channel, json.dumps(notice))
