@@ -457,3 +457,12 @@ FUJSEN_SQL_MAX_BYTES = 8 << 20
 
 FUJSEN_SQL_FETCH_BATCH = 256
 """Rows fetched per round trip of a fujsen ``query()``, so the byte cap stops a large result early."""
+
+BUS_KAFKA_PREFIX = "tusk"
+"""Topic prefix of a ``kafka://`` bus whose URL names none (``kafka://host:9092/<prefix>``)."""
+
+BUS_KAFKA_PARTITIONS = 3
+"""Partitions of a topic the ``kafka://`` bus creates (``?partitions=`` in the URL changes it)."""
+
+BUS_KAFKA_POLL_SLICE_S = 0.1
+"""Longest single blocking poll of a Kafka consumer, so ``stop()`` is heard promptly."""
