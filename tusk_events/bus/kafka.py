@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -146,7 +147,8 @@ class KafkaBus(BrokerBus):
         self._producer: Any = None
         self._admin: Any = None
         self._known: set[str] = set()
-        self._failed: list[Any] = []
+        self._probe: Any = None
+        self._probe_lock = threading.Lock()
 
     # --- connection -----------------------------------------------------------------
 
@@ -193,7 +195,41 @@ class KafkaBus(BrokerBus):
                     log.debug("topic %s created meanwhile: %s", t, exc)
         self._known.update(missing)
 
+    def ends(self, topics: Sequence[str]) -> dict[tuple[str, int], tuple[int, int]]:
+        """(low, end) offsets per partition of ``topics`` (blocking; worker thread).
+
+        The end is read from the last record rather than trusted from ListOffsets: tansu
+        0.6 answers the base offset of the last batch + 1 there, short of its later records."""
+        with self._probe_lock:
+            if self._probe is None:
+                self._probe = Consumer({**self.base_config(), "group.id": "tusk-probe", "enable.auto.commit": False})
+            probe = self._probe
+            md = probe.list_topics(timeout=_TIMEOUT_S).topics
+            out: dict[tuple[str, int], tuple[int, int]] = {}
+            tail: list[Any] = []
+            for topic in topics:
+                for p in (md[topic].partitions if topic in md else ()):
+                    low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT_S)
+                    out[(topic, p)] = (low, high)
+                    if high > low:
+                        tail.append(TopicPartition(topic, p, high - 1))
+            if tail:
+                probe.assign(tail)
+                waiting = {(tp.topic, tp.partition) for tp in tail}
+                until = time.monotonic() + _TIMEOUT_S
+                while waiting and time.monotonic() < until:
+                    for m in probe.consume(1000, 0.2):
+                        if m.error() is None:
+                            key = (m.topic(), m.partition())
+                            low, high = out[key]
+                            out[key] = (low, max(high, m.offset() + 1))
+                            waiting.discard(key)
+                probe.unassign()
+            return out
+
     async def _disconnect(self) -> None:
+        if self._probe is not None:
+            await asyncio.to_thread(self._probe.close)
         if self._producer is not None:
             await asyncio.to_thread(self._producer.flush, 5)
 
@@ -307,27 +343,23 @@ class KafkaBus(BrokerBus):
         ours = {t: md for t, md in topics.items() if t.startswith(self.root + ".")}
         wanted = list(types) if types is not None else sorted(self.type_of(t) for t in ours)
         out: dict[str, StreamInfo] = {}
-        probe = Consumer({**self.base_config(), "group.id": "tusk-probe", "enable.auto.commit": False})
-        try:
-            for t in wanted:
-                topic = self.topic(t)
-                md = ours.get(topic)
-                if md is None:
-                    out[t] = StreamInfo(t, topic, 0, None, {})
-                    continue
-                marks = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT_S)
-                         for p in md.partitions}
-                length = sum(high - low for low, high in marks.values())
-                last = max(((high, p) for p, (_, high) in marks.items() if high > 0), default=None)
-                groups: dict[str, GroupInfo] = {}
-                for g in sorted(m.decode() if isinstance(m, bytes) else m
-                                for m in self.state.smembers(_GROUPS_KEY + topic)):
-                    lag = self._uncommitted(g, topic, marks)
-                    groups[g] = GroupInfo(name=g, consumers=1, pending=lag, lag=lag, last_delivered_id="")
-                out[t] = StreamInfo(type=t, key=topic, length=length,
-                                    last_id=None if last is None else f"{last[1]}-{last[0] - 1}", groups=groups)
-        finally:
-            probe.close()
+        ends = self.ends([self.topic(t) for t in wanted if self.topic(t) in ours])
+        for t in wanted:
+            topic = self.topic(t)
+            md = ours.get(topic)
+            if md is None:
+                out[t] = StreamInfo(t, topic, 0, None, {})
+                continue
+            marks = {p: ends[(topic, p)] for p in md.partitions if (topic, p) in ends}
+            length = sum(high - low for low, high in marks.values())
+            last = max(((high, p) for p, (_, high) in marks.items() if high > 0), default=None)
+            groups: dict[str, GroupInfo] = {}
+            for g in sorted(m.decode() if isinstance(m, bytes) else m
+                            for m in self.state.smembers(_GROUPS_KEY + topic)):
+                lag = self._uncommitted(g, topic, marks)
+                groups[g] = GroupInfo(name=g, consumers=1, pending=lag, lag=lag, last_delivered_id="")
+            out[t] = StreamInfo(type=t, key=topic, length=length,
+                                last_id=None if last is None else f"{last[1]}-{last[0] - 1}", groups=groups)
         return out
 
     def _uncommitted(self, group: str, topic: str, marks: dict[int, tuple[int, int]]) -> int:
@@ -355,8 +387,9 @@ class KafkaBus(BrokerBus):
                     if md is None or md.error is not None:
                         continue
                     tps = [TopicPartition(topic, p) for p in md.partitions]
+                    ends = self.ends([topic])
                     for tp in probe.committed(tps, timeout=_TIMEOUT_S):
-                        low, high = probe.get_watermark_offsets(tp, timeout=_TIMEOUT_S)
+                        low, high = ends.get((topic, tp.partition), (0, 0))
                         out[(t, tp.partition)] = high - (tp.offset if tp.offset >= 0 else low)
             finally:
                 probe.close()
@@ -418,14 +451,8 @@ class _KafkaReader(Reader):
                     on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         self.consumer = c
 
-    @staticmethod
-    def _marks(c: Any, topics: list[str]) -> dict[tuple[str, int], int]:
-        out: dict[tuple[str, int], int] = {}
-        for topic, md in c.list_topics(timeout=_TIMEOUT_S).topics.items():
-            if topic in topics:
-                for p in md.partitions:
-                    out[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT_S)[1]
-        return out
+    def _marks(self, c: Any, topics: list[str]) -> dict[tuple[str, int], int]:
+        return {k: end for k, (_, end) in self.bus.ends(topics).items()}
 
     def _on_assign(self, c: Any, tps: list[Any]) -> None:
         if self._start_marks:  # start="latest": a partition the group never committed starts where it was at subscribe
@@ -541,7 +568,8 @@ class _KafkaReader(Reader):
             topics = self.topics
             if topics is None:
                 topics = [t for t in c.list_topics(timeout=_TIMEOUT_S).topics if t.startswith(self.bus.root + ".")]
-            marks = self._marks(c, topics)
+            ends = self.bus.ends(topics)
+            marks = {k: end for k, (_, end) in ends.items()}
             if not marks:
                 return 0
             total = 0
@@ -553,7 +581,7 @@ class _KafkaReader(Reader):
                 elif start is not None:
                     total += high - start
                 else:
-                    total += high - c.get_watermark_offsets(tp, timeout=_TIMEOUT_S)[0]
+                    total += high - ends[(tp.topic, tp.partition)][0]
             return total
 
         return await asyncio.to_thread(go)
