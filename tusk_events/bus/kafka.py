@@ -17,9 +17,10 @@ Why a topic per type rather than one topic with the type in a header: a group su
 to some types reads only those records, and lag is per type as in the other backends.
 
 Kafka has no per-record acknowledgement or redelivery, so the reader keeps the records a
-handler failed on and hands them back once the visibility timeout has passed (the delivery
-count lives in the bus's state client, so a record another process took over after a crash
-counts as a second delivery). Records a consumer fetched but did not commit go back to the
+handler failed on and hands them back once the visibility timeout has passed, counting
+deliveries itself; the highest offset handed out per (group, partition) is kept in the bus's
+state client, so a record another member took over after a crash counts as a redelivery
+(count 2; further counts are per member). Records a consumer fetched but did not commit go back to the
 group when its partitions move (a worker joining or leaving, or one that died): at least
 once, as everywhere. Kafka does not tell delivered from undelivered, so ``stream_info``
 reports a group's uncommitted records as both ``pending`` and ``lag``.
@@ -71,6 +72,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (OSError, KafkaException)
 """Client errors after which the same call may succeed once the broker is back."""
 
 _TIMEOUT_S = 10.0
+_MIN_POLL_S = 0.02
 _GROUPS_KEY = "tusk:kafka:groups:"
 _COUNT_KEY = "tusk:kafka:delivered:"
 _SAFE = re.compile(r"[A-Za-z0-9._]")
@@ -474,7 +476,9 @@ class _KafkaReader(Reader):
                 del self._retry[k]
 
     def _poll(self, n: int, wait_s: float) -> list[Any]:
-        until = time.monotonic() + wait_s
+        # even a "no wait" read gives the fetcher a moment: records already on their way fill
+        # the batch, and an empty answer costs the caller a pending() round trip
+        until = time.monotonic() + max(wait_s, _MIN_POLL_S)
         while True:
             left = until - time.monotonic()
             msgs = self.consumer.consume(n, max(0.0, min(left, BUS_KAFKA_POLL_SLICE_S)))
@@ -534,18 +538,34 @@ class _KafkaReader(Reader):
                 if due <= now and len(out) < n:
                     out.append(m)
         if out:
-            await asyncio.to_thread(self._count, out)
+            fresh = [m for m in out if m.handle not in self._retry]
+            for m in out:
+                if m.handle in self._retry:
+                    m.count += 1
+            if fresh:
+                await asyncio.to_thread(self._count, fresh)
             due = time.monotonic() + self.sub.visibility_timeout_ms / 1000
             for m in out:
                 self._retry[m.handle] = (due, m)
         return out
 
     def _count(self, msgs: list[Message]) -> None:
-        pipe = self.bus.state.pipeline(transaction=False)
+        """A record at or below the highest offset of its partition handed out before (by any
+        member) is a redelivery: a member died or left holding it. One read and one write per
+        partition and batch, rather than per record."""
+        tops: dict[str, int] = {}
         for m in msgs:
-            pipe.hincrby(self._count_key, "/".join(map(str, m.handle)), 1)
-        for m, count in zip(msgs, pipe.execute()):
-            m.count = int(count)
+            field = f"{m.handle[0]}/{m.handle[1]}"
+            tops[field] = max(tops.get(field, -1), m.handle[2])
+        fields = sorted(tops)
+        before = dict(zip(fields, self.bus.state.hmget(self._count_key, fields)))
+        for m in msgs:
+            seen = before.get(f"{m.handle[0]}/{m.handle[1]}")
+            if seen is not None and m.handle[2] <= int(seen):
+                m.count = 2
+        raised = {f: top for f, top in tops.items() if before[f] is None or top > int(before[f])}
+        if raised:
+            self.bus.state.hset(self._count_key, mapping=raised)
 
     async def ack(self, handles: list[Any]) -> None:
         if not handles:
@@ -556,11 +576,7 @@ class _KafkaReader(Reader):
             if seen is not None and h[2] in seen:
                 seen[h[2]] = True
 
-        def go() -> None:
-            self._commit()
-            self.bus.state.hdel(self._count_key, *("/".join(map(str, h)) for h in handles))
-
-        await asyncio.to_thread(go)
+        await asyncio.to_thread(self._commit)
 
     async def pending(self) -> int:
         def go() -> int:
