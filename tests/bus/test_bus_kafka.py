@@ -7,14 +7,19 @@ tests wait up to 30 s where the contract suite waits 5.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from broker_support import kafka_prefix_url
-from bus_support import wait_until
+from bus_support import subprocess_env, wait_until
 
 from tusk_events.bus import Delivery, connect
 from tusk_events.errors import BusError
@@ -174,3 +179,48 @@ def test_broadcast_reaches_every_listener_from_the_time_it_started(kafka_url: st
 def test_publishing_to_an_unreachable_broker_is_a_bus_error() -> None:
     with connect("kafka://127.0.0.1:1/x", retries=0) as bus, pytest.raises(BusError, match="kafka://127.0.0.1:1"):
         bus.publish("a", 1)
+
+
+DOOMED_MEMBER = """
+import sys, time
+from tusk_events.bus import connect
+bus = connect(sys.argv[1])
+out = open(sys.argv[2], "a", buffering=1)
+def handle(event):
+    out.write(event.id + "\\n")
+    time.sleep(0.01)
+bus.subscribe(handle, ["job"], group=sys.argv[3], consumer="doomed", batch=20).run()
+"""
+
+
+@pytest.mark.slow
+def test_a_member_killed_mid_batch_loses_nothing(kafka_url: str, tmp_path: Path) -> None:
+    """SIGKILL: no leave, no commit; after its session times out the group hands its partitions on."""
+    import os
+
+    redis_url = os.environ.get("TUSK_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+    url = f"{kafka_url}?key=id&state={redis_url}"  # delivery marks shared between the two processes
+    group = f"workers{uuid.uuid4().hex[:8]}"
+    handled_file = tmp_path / "handled.txt"
+    handled_file.touch()
+    with connect(url) as bus:
+        sent = [e.id for e in bus.publish_many(("job", i) for i in range(300))]
+        proc = subprocess.Popen([sys.executable, "-c", DOOMED_MEMBER, url, str(handled_file), group],
+                                env=subprocess_env())
+        try:
+            wait_until(lambda: len(handled_file.read_text().split()) >= 30, timeout=JOIN_S, what="the member to start")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(5)
+        by_doomed = set(handled_file.read_text().split())
+        assert pending(bus, "job", group) > 300 - len(by_doomed) - 1  # its last batch was not committed
+
+        survivor: list[tuple[str, int]] = []
+        sub = bus.subscribe(lambda e, d: survivor.append((e.id, d.count)), ["job"], group=group, consumer="survivor")
+        sub.run_until_idle(timeout=JOIN_S * 2)
+        ids = [i for i, _ in survivor]
+        assert by_doomed | set(ids) == set(sent)
+        assert len(ids) == len(set(ids))
+        again = by_doomed & set(ids)  # handled, not committed: at least once
+        assert again and all(c == 2 for i, c in survivor if i in again)
+        assert pending(bus, "job", group) == 0
