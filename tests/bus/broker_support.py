@@ -61,3 +61,14 @@ def amqp_namespace_url() -> Iterator[str]:
     finally:
         probe.delete_queues()  # type: ignore[attr-defined]
         probe.close()
+
+
+def kafka_prefix_url(broker: str) -> Iterator[str]:
+    """A topic prefix of its own on the private tansu broker; its topics are deleted afterwards."""
+    url = f"kafka://{broker}/t{uuid.uuid4().hex[:12]}"
+    probe = connect(url, retries=3)
+    try:
+        yield url
+    finally:
+        probe.delete_topics()  # type: ignore[attr-defined]
+        probe.close()

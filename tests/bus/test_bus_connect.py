@@ -16,7 +16,7 @@ from tusk_events.events import Event
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.parametrize("url", ["kafka://broker:9092", "http://localhost", "memcached://x"])
+@pytest.mark.parametrize("url", ["pulsar://broker:6650", "http://localhost", "memcached://x"])
 def test_unknown_scheme_is_a_bus_error_listing_the_supported_ones(url: str) -> None:
     with pytest.raises(BusError) as err:
         connect(url)

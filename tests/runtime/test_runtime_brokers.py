@@ -53,10 +53,16 @@ def _reachable(url: str) -> None:
         b.close()
 
 
-@pytest.fixture(params=[pytest.param("nats", marks=pytest.mark.nats), pytest.param("amqp", marks=pytest.mark.amqp)])
+@pytest.fixture(params=[pytest.param("nats", marks=pytest.mark.nats), pytest.param("amqp", marks=pytest.mark.amqp),
+                        pytest.param("kafka", marks=pytest.mark.kafka)])
 def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A stream (NATS) or a namespace (RabbitMQ) of its own, removed afterwards."""
-    if request.param == "nats":
+    if request.param == "kafka":
+        url = f"kafka://{request.getfixturevalue('kafka_broker')}/r{uuid.uuid4().hex[:12]}"
+        yield url
+        with connect(url) as b:
+            b.delete_topics()  # type: ignore[attr-defined]
+    elif request.param == "nats":
         pytest.importorskip("nats")
         url = f"{NATS_URL}/R{uuid.uuid4().hex[:12]}"
         _reachable(url)
@@ -100,6 +106,13 @@ def test_app_gives_the_same_summary_as_on_memory(broker_url: str, tmp_path: Path
 def _foreign(url: str, rt: Runtime) -> None:
     """Put a message that is not an event envelope where the worker service reads."""
     bus = rt.bus
+    if url.startswith("kafka://"):
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": url.split("://", 1)[1].split("/", 1)[0]})
+        p.produce(bus.topic("job"), b"<xml>not json</xml>")  # type: ignore[attr-defined]
+        assert p.flush(10) == 0
+        return
     if url.startswith("nats://"):
         import nats
 

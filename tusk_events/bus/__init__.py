@@ -20,6 +20,9 @@ the key layout and the delivery guarantees.
 ``nats://host:4222/<stream>``
     NATS with JetStream (:mod:`tusk_events.bus.nats`, ``tusk_events[nats]``): a stream
     with a durable pull consumer per (group, type), core subjects for broadcast.
+``kafka://host:9092[,host2:9092]/<prefix>``
+    Kafka (:mod:`tusk_events.bus.kafka`, ``tusk_events[kafka]``): a topic per event type,
+    a consumer group per service committing offsets after the handler, a topic for broadcast.
 
 The broker buses share :mod:`tusk_events.bus.broker` (a loop thread for the asyncio
 client, the subscription loops); a new broker is one module implementing its hooks.
@@ -57,6 +60,7 @@ BACKENDS: dict[str, str] = {
     "amqp": "tusk_events.bus.amqp",
     "amqps": "tusk_events.bus.amqp",
     "nats": "tusk_events.bus.nats",
+    "kafka": "tusk_events.bus.kafka",
 }
 """URL scheme -> module providing ``open_bus(url, **options)`` and ``open_client(url)``."""
 
@@ -68,6 +72,7 @@ _DRIVERS = {
     "aiormq": "tusk_events[amqp]",
     "pamqp": "tusk_events[amqp]",
     "nats": "tusk_events[nats]",
+    "confluent_kafka": "tusk_events[kafka]",
 }
 
 _clients: dict[str, Any] = {}
@@ -78,7 +83,7 @@ def _backend(url: str) -> ModuleType:
     if not isinstance(url, str) or "://" not in url:
         raise BusError(
             f"invalid event bus URL {url!r}: expected memory://[name], redis://host:port/db, "
-            "rediss://host:port/db, unix:///path/to/redis.sock, amqp://host:5672/ or nats://host:4222"
+            "rediss://host:port/db, unix:///path/to/redis.sock, amqp://host:5672/, nats://host:4222 or kafka://host:9092"
         )
     scheme = url.split("://", 1)[0].lower()
     module = BACKENDS.get(scheme)
