@@ -80,7 +80,9 @@ CASES = [
     # bus, delivery, until_idle, signal, extra args
     ("memory", "durable", True, signal.SIGTERM, []),
     ("memory", "durable", False, signal.SIGINT, []),
-    ("memory", "broadcast", True, signal.SIGINT, []),
+    # broadcast under --until-idle may reach idle before the signal (what was published before
+    # the listener started is not delivered), so the signal is tested on a plain run
+    ("memory", "broadcast", False, signal.SIGINT, []),
     ("redis", "durable", True, signal.SIGINT, []),
     ("redis", "durable", False, signal.SIGTERM, []),
     ("redis", "durable", False, signal.SIGTERM, ["--processes", "2"]),

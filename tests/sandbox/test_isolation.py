@@ -318,7 +318,8 @@ def test_long_operation_inside_c_is_killed_at_the_wall_deadline():
     assert cfg.execute_fujsen("c", "ok") == "ok"
     pool = _pool(cfg, "c", "ok")
     t0 = time.monotonic()
-    with pytest.raises(FujsenTimeout, match="still running after its 0.3 s budget .*killed"):
+    # stopped by the worker's own watchdog or, if C holds on, killed by the parent
+    with pytest.raises(FujsenTimeout, match="still running after its 0.3 s budget"):
         cfg.execute_fujsen("c", "csort")
     assert time.monotonic() - t0 < 1.5
     t0 = time.monotonic()
@@ -327,9 +328,8 @@ def test_long_operation_inside_c_is_killed_at_the_wall_deadline():
 
 
 def test_c_loop_stops_at_the_budget_not_when_c_returns():
-    """In-process the watchdog cannot even run while C holds the GIL: the call ends when C
-    returns (as a timeout or, when the watchdog lost the race, normally). Isolated, the
-    parent stops it at budget + grace."""
+    """Isolated, a long C-heavy loop ends at budget + grace whatever C does (in-process the
+    watchdog can only stop it between C calls: ``map`` is now a generator, so it can here)."""
     inline = TSK.from_string(LONG_C, env={})
     t0 = time.monotonic()
     try:
@@ -342,7 +342,7 @@ def test_c_loop_stops_at_the_budget_not_when_c_returns():
         iso(LONG_C).execute_fujsen("c", "strmax")
     isolated_s = time.monotonic() - t0
     assert isolated_s < 0.3 + 0.25 + 0.5
-    assert isolated_s < inline_s
+    assert inline_s < 30  # it ended (by the watchdog, or when C returned)
 
 
 MEMORY = """isolation_memory_mb: 160
