@@ -115,6 +115,8 @@ class Relay:
         self.handle_sync = handle_sync
         self.redeliver_since_s = redeliver_since_s
         self.epoch_key = f"bus_epoch:{redact_url(bus_url)}"
+        # an embedded bus starts empty in every process by design: its fresh epoch is news, not a loss
+        self._notice = logging.INFO if bus_url.startswith("memory://") else logging.WARNING
         self.report = RelayReport()
         self._confirmed: list[str] = []
         self._confirmed_since = 0.0
@@ -215,8 +217,8 @@ class Relay:
         if known == epoch:
             return
         if known is not None:
-            log.warning("the bus lost its data (epoch %s, was %s): re-delivering from the store",
-                        epoch, known)
+            log.log(self._notice, "the bus lost its data (epoch %s, was %s): re-delivering from the store",
+                    epoch, known)
             self.redeliver()
         # first sight of this bus: its history was delivered before tracking; remember it
         self.store.set_meta(self.epoch_key, epoch)
@@ -257,8 +259,8 @@ class Relay:
             self.report.recovery_s = seconds
             for name, n in counts.items():
                 self.report.redelivered[name] = self.report.redelivered.get(name, 0) + n
-        log.warning("re-delivered from the store in %.2f s: %s", seconds,
-                    ", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing missing")
+        log.log(logging.WARNING if counts else self._notice, "re-delivered from the store in %.2f s: %s", seconds,
+                ", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing missing")
         return counts
 
     # --- background ------------------------------------------------------------------------
