@@ -7,7 +7,7 @@ A one-service config handles N events that were put on the bus beforehand (``pub
 not timed); the timed part is ``Runtime.run_until_idle`` (its idle tail is ~3 ms). Modes:
 
 * ``off``: no receiver but the runtime's own summary;
-* ``metrics``: :class:`tusk_events.metrics.Metrics` connected, the bus gauges registered (not
+* ``metrics``: :class:`tusk_events.observe.metrics.Metrics` connected, the bus gauges registered (not
   scraped: a scrape costs nothing between scrapes);
 * ``all@R``: the above, plus OpenTelemetry spans (``tracing.instrument``: SDK
   ``TracerProvider``, ``BatchSpanProcessor`` into an exporter that drops the spans, flushed

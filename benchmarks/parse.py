@@ -1,4 +1,4 @@
-"""Parse speed of tusk_events.parser.load against tomllib.loads on the same content.
+"""Parse speed of tusk_events.lang.parser.load against tomllib.loads on the same content.
 
 Generates a ~1,000-line config (sections, strings, numbers, arrays, inline objects,
 a few fujsen blocks) as .tsk and as TOML, checks both read to the same data, then
@@ -124,7 +124,7 @@ def main() -> None:
         ratios.append(t_tsk / t_toml)
     t_tsk, t_toml = statistics.median(tsk_times), statistics.median(toml_times)
     print(f"document: {tsk.count(chr(10)) + 1} lines .tsk, {toml.count(chr(10)) + 1} lines TOML")
-    print(f"tusk_events.parser.load  median {t_tsk:9.0f} us")
+    print(f"tusk_events.lang.parser.load  median {t_tsk:9.0f} us")
     print(f"tomllib.loads            median {t_toml:9.0f} us")
     ratio = statistics.median(ratios)
     print(f"ratio load/tomllib       {ratio:.2f}x (median of {args.rounds} rounds)")

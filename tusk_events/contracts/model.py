@@ -58,7 +58,7 @@ service from elsewhere are checked the same way before the handler runs; one tha
 contract goes to the service's dead-letter queue with the reason (``attempts`` 0: the handler
 was never called). The contract section of several configs run together is merged.
 
-Evolution (:mod:`tusk_events.contracts.compat`): :func:`~tusk_events.compat.compare` lists what changed
+Evolution (:mod:`tusk_events.contracts.compat`): :func:`~tusk_events.contracts.compat.compare` lists what changed
 between two configs' contracts and which changes break existing consumers (``tusk-events check
 NEW --against OLD``). Compatibility means both ways: events valid under the old contract still
 pass the new one (stored events, producers not yet redeployed), and consumers written for the

@@ -1,6 +1,6 @@
 """Calling a compiled fujsen: fresh globals per call, the budget, and errors that point into the .tsk.
 
-The executor takes a :class:`~tusk_events.sandbox.CompiledFujsen` (policy already applied)
+The executor takes a :class:`~tusk_events.fujsen.sandbox.CompiledFujsen` (policy already applied)
 and the globals of its section. Keeping compilation and execution apart is what lets the
 same compiled code run in another process later: only this module knows *where* it runs.
 """
