@@ -75,8 +75,6 @@ class Delivery:
     type: str | None = None
     group: str | None = None
     consumer: str | None = None
-    raw: bytes | None = None
-    """The message body, given to ``on_error`` when it could not be decoded (None otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)

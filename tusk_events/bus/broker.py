@@ -476,7 +476,7 @@ class BrokerDurable(Subscription):
             try:
                 parsed.append((m, decode(m.body, m.message_id)))
             except Exception as exc:  # noqa: BLE001 - any shape of bad entry, RecursionError included
-                bad = Delivery(m.count, "durable", m.message_id, m.type, group, consumer, m.body)
+                bad = Delivery(m.count, "durable", m.message_id, m.type, group, consumer)
                 try:
                     self._poisoned(bytes(m.body or b""), exc, bad)
                 except Exception as hook_exc:  # noqa: BLE001 - the DLQ write failed: keep it for later
@@ -683,7 +683,7 @@ class BrokerBroadcast(Subscription):
             event = decode(data)
         except Exception as exc:  # noqa: BLE001 - any shape of bad entry, RecursionError included
             try:
-                self._poisoned(bytes(data), exc, Delivery(1, "broadcast", raw=data))
+                self._poisoned(bytes(data), exc, Delivery(1, "broadcast"))
             except Exception as hook_exc:  # noqa: BLE001 - the listener goes on
                 log.error("poison hook failed: %s", hook_exc, exc_info=hook_exc)
             return
