@@ -16,10 +16,12 @@ one you can lose).
 4. 100,000 events through a two-service config with 2 worker processes, one killed with
    SIGKILL midway and restarted: every event handled by each service, none lost, none left
    pending, and what the handlers published stored exactly once.
-4. Exactly-once tracking on against off (today's path), side by side on SQLite and on
-   PostgreSQL, for a handler without SQL and one that ``execute``s an INSERT and ``publish``es:
+5. Exactly-once tracking on against off (today's path), side by side on SQLite and on
+   PostgreSQL in one run, for a handler without SQL and one that ``execute``s an INSERT and
+   ``publish``es; each round runs on and off next to each other, and the ratio reported is
+   the median of the rounds' ratios:
 
-       python benchmarks/runtime.py --skip throughput --skip latency --skip kill \
+       python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only tracking \
            --postgres postgresql://postgres@127.0.0.1:5432/test
 
 Medians of several rounds; the machine is shared, so compare ratios, not absolute numbers.
@@ -382,18 +384,21 @@ def tracked_run(url: str, n: int, store_url: str, config: str, tracking: bool) -
     return rate
 
 
-def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None) -> None:
+def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None) -> dict[str, float]:
+    """Tracking on against off, side by side; returns the median per-round on/off ratios."""
     from tusk_events.fujsen import helpers
 
     print(f"exactly-once tracking on vs off (today's path), one worker, {n:,} events on {url} "
-          f"({n // 10:,} for execute+publish, whose commits bound it), median events/s of "
-          f"{rounds} rounds, on/off alternating in the same process")
+          f"({n // 10:,} for execute+publish, whose commits bound it), {rounds} rounds, on and off "
+          "next to each other in each round (their order alternates), one process")
+    print("  store      handler          median events/s: off      on   on/off (median of the rounds' ratios)")
     backends = [("sqlite", None)] + ([("postgresql", pg_url)] if pg_url else [])
+    ratios: dict[str, float] = {}
     for backend, base in backends:
         for label, config in (("no SQL", ONE_SERVICE), ("execute+publish", EFFECTS_SERVICE)):
             rates: dict[bool, list[float]] = {False: [], True: []}
             for r in range(rounds):
-                for tracking in (False, True):
+                for tracking in ((False, True) if r % 2 == 0 else (True, False)):
                     if base is None:
                         store_url, drop = f"sqlite:///{tmp}/track-{r}-{tracking}-{label[:2]}.db", None
                     else:
@@ -408,7 +413,10 @@ def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None)
                         if drop is not None:
                             drop()
             off, on = _median(rates[False]), _median(rates[True])
-            print(f"  {backend:10} {label:16} off {off:8,.0f}   on {on:8,.0f}   on/off {on / off:.2f}x")
+            ratio = _median([b / a for a, b in zip(rates[False], rates[True])])
+            ratios[f"{backend} {label}"] = ratio
+            print(f"  {backend:10} {label:16} {off:18,.0f} {on:8,.0f}   {ratio:.2f}x")
+    return ratios
 
 
 def main() -> None:

@@ -108,6 +108,9 @@ TRACKING_BATCH = 200
 TRACKING_FLUSH_S = 0.2
 """...or sooner, once the oldest of them waited this long (also at each relay pass and stop)."""
 
+TRACKING_IDLE_S = 2.0
+"""The thread writing those rows ends after this long without any (started again on the next)."""
+
 RELAY_INTERVAL_S = 1.0
 """How often a running runtime's relay publishes unconfirmed outbox rows and checks the bus."""
 

@@ -31,10 +31,11 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tusk_events.defaults import TRACKING_BATCH, TRACKING_FLUSH_S
+from tusk_events.defaults import TRACKING_BATCH, TRACKING_FLUSH_S, TRACKING_IDLE_S
 from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import EventStore
@@ -131,41 +132,55 @@ class Tracker:
 
     def _pure_done(self, service: str, event_id: str) -> None:
         with self._lock:
-            self._pure[(service, event_id)] = None
+            pure = self._pure
+            pure[(service, event_id)] = None
             if self._flusher is None:
                 self._flusher = threading.Thread(
                     target=self._flush_loop, name="tusk-tracking", daemon=True
                 )
                 self._flusher.start()
-            if len(self._pure) >= TRACKING_BATCH:
+            elif len(pure) == TRACKING_BATCH:  # once per batch: a wake-up is not free
                 self._wake.set()
 
     def _flush_loop(self) -> None:
-        """Write batched rows off the handling threads (a commit is slow; handlers need not wait)."""
+        """Write batched rows off the handling threads (a commit is slow; handlers need not wait).
+
+        The thread stays while rows keep coming, and ends after ``TRACKING_IDLE_S`` without
+        any: starting a thread (and its SQLite connection) per batch cost more than the rows.
+        """
+        idle_since: float | None = None
         while True:
-            self._wake.wait(TRACKING_FLUSH_S)
+            if len(self._pure) < TRACKING_BATCH:  # else a full batch is waiting already
+                self._wake.wait(TRACKING_FLUSH_S)
             self._wake.clear()
-            self.flush()
+            if self.flush():
+                idle_since = None
+                continue
+            now = time.monotonic()
+            if idle_since is None:
+                idle_since = now
             with self._lock:
-                if not self._pure:
+                if not self._pure and now - idle_since >= TRACKING_IDLE_S:
                     self._flusher = None
                     return
 
-    def flush(self) -> None:
-        """Write the batched tracking rows of handlings without store effects."""
+    def flush(self) -> int:
+        """Write the batched tracking rows of handlings without store effects; returns how many."""
         with self._flush_lock:
             with self._lock:
                 rows = list(self._pure)
             if not rows:
-                return
+                return 0
             try:
                 self.store.track_many(rows, HANDLED)
             except StoreError as e:  # kept for the next flush
                 log.warning("cannot record %d tracking rows: %s", len(rows), e)
-                return
+                return 0
             with self._lock:
+                pure = self._pure
                 for row in rows:
-                    self._pure.pop(row, None)
+                    pure.pop(row, None)
+            return len(rows)
 
     def defer(self, event: Event) -> bool:
         """Keep an event a handler publishes for its attempt's commit; False outside one."""
