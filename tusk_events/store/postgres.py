@@ -289,7 +289,7 @@ class PostgresStore(EventStore):
                 f"WITH ins AS (INSERT INTO {t} (event_id, event_type, payload, metadata, timestamp) "
                 "SELECT u.event_id, u.event_type, u.payload, u.metadata, u.ts "
                 "FROM (SELECT pg_advisory_xact_lock(%s)) AS serialised, "
-                "unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+                "unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
                 "WITH ORDINALITY AS u(event_id, event_type, payload, metadata, ts, n) "
                 "ORDER BY u.n ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id) "
                 f"INSERT INTO {s}.tusk_outbox (seq, event_id, created) "
@@ -309,7 +309,7 @@ class PostgresStore(EventStore):
             "track_many": (
                 f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
                 "SELECT u.service, u.event_id, %s, %s "
-                "FROM unnest(%s::text[], %s::text[]) AS u(service, event_id) "
+                "FROM unnest(%b::text[], %b::text[]) AS u(service, event_id) "
                 "ON CONFLICT (service, event_id) "
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
@@ -325,7 +325,7 @@ class PostgresStore(EventStore):
                 f"SELECT {_E_COLUMNS} FROM {s}.tusk_outbox o JOIN {t} e ON e.id = o.seq "
                 "WHERE o.created < %s ORDER BY o.seq LIMIT %s"
             ),
-            "confirm": f"DELETE FROM {s}.tusk_outbox WHERE event_id = ANY(%s)",
+            "confirm": f"DELETE FROM {s}.tusk_outbox WHERE event_id = ANY(%b::text[])",
             "outbox_count": f"SELECT count(*) FROM {s}.tusk_outbox",
             "untracked": (
                 f"SELECT {_E_COLUMNS} FROM {t} e WHERE e.event_type = ANY(%s) "
