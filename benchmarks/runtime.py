@@ -371,17 +371,18 @@ def _pg_schema(pg_url: str) -> tuple[str, Any]:
     return f"{pg_url}{sep}options=-csearch_path%3D{schema}", drop
 
 
-def tracked_run(url: str, n: int, store_url: str, config: str, tracking: bool) -> float:
-    """Events/s of run_until_idle on n pre-published events, tracking on or off."""
+def tracked_run(url: str, n: int, store_url: str, config: str, tracking: bool) -> tuple[float, float]:
+    """Events/s of run_until_idle on n pre-published events, tracking on or off; and the
+    process's CPU µs per event (every thread: the tracking writer's too)."""
     redis.Redis.from_url(url).flushdb()
     cfg = TSK.from_string(config, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     with Runtime([cfg], tracking=tracking) as rt:
         rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rt.run_until_idle(startup=False)
-        rate = n / (time.perf_counter() - t0)
+        rate, cpu = n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1e6
         assert rt.summary.handled == n, rt.summary.to_dict()
-    return rate
+    return rate, cpu
 
 
 def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None) -> dict[str, float]:
@@ -391,12 +392,14 @@ def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None)
     print(f"exactly-once tracking on vs off (today's path), one worker, {n:,} events on {url} "
           f"({n // 10:,} for execute+publish, whose commits bound it), {rounds} rounds, on and off "
           "next to each other in each round (their order alternates), one process")
-    print("  store      handler          median events/s: off      on   on/off (median of the rounds' ratios)")
+    print("  store      handler            median events/s: off      on   on/off    "
+          "CPU µs/event: off      on   off/on")
     backends = [("sqlite", None)] + ([("postgresql", pg_url)] if pg_url else [])
     ratios: dict[str, float] = {}
     for backend, base in backends:
         for label, config in (("no SQL", ONE_SERVICE), ("execute+publish", EFFECTS_SERVICE)):
             rates: dict[bool, list[float]] = {False: [], True: []}
+            cpus: dict[bool, list[float]] = {False: [], True: []}
             for r in range(rounds):
                 for tracking in ((False, True) if r % 2 == 0 else (True, False)):
                     if base is None:
@@ -405,17 +408,21 @@ def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None)
                         store_url, drop = _pg_schema(base)
                     try:
                         size = n if config is ONE_SERVICE else max(1, n // 10)  # commit-bound
-                        rates[tracking].append(tracked_run(url, size, store_url, config, tracking))
+                        rate, cpu = tracked_run(url, size, store_url, config, tracking)
+                        rates[tracking].append(rate)
+                        cpus[tracking].append(cpu)
                     finally:
                         store = helpers._stores.pop(store_url, None)
                         if store is not None:
                             store.close()
                         if drop is not None:
                             drop()
-            off, on = _median(rates[False]), _median(rates[True])
+            # the ratio within each round (runs next to each other) resists the shared machine's drift
             ratio = _median([b / a for a, b in zip(rates[False], rates[True])])
+            cpu_ratio = _median([a / b for a, b in zip(cpus[False], cpus[True])])
             ratios[f"{backend} {label}"] = ratio
-            print(f"  {backend:10} {label:16} {off:18,.0f} {on:8,.0f}   {ratio:.2f}x")
+            print(f"  {backend:10} {label:16} {_median(rates[False]):20,.0f} {_median(rates[True]):8,.0f}   "
+                  f"{ratio:.2f}x {_median(cpus[False]):20,.1f} {_median(cpus[True]):7,.1f}   {cpu_ratio:.2f}x")
     return ratios
 
 
