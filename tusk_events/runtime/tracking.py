@@ -50,23 +50,20 @@ class Attempt:
     ``duplicate`` is True afterwards when another handling had committed the event. A failure
     after the store connection was lost is raised as :class:`StoreError` (the event stays
     unacknowledged and is delivered again), not as the handler's failure. A class rather than
-    a generator: it runs once per event.
+    a generator, with as little as possible in it: it runs once per event.
     """
 
-    __slots__ = ("duplicate", "event_id", "service", "token", "tracker", "unit")
+    __slots__ = ("duplicate", "token", "tracker", "unit")
 
-    def __init__(self, tracker: Tracker | None, service: str = "", event_id: str = "") -> None:
+    def __init__(self, tracker: Tracker | None, unit: Unit | None = None) -> None:
         self.tracker = tracker
-        self.service = service
-        self.event_id = event_id
-        self.unit: Unit | None = None
+        self.unit = unit
         self.token: contextvars.Token[Unit | None] | None = None
         self.duplicate = False
 
     def __enter__(self) -> Attempt:
-        if self.tracker is not None:
-            self.unit = unit = self.tracker.store.unit(self.service, self.event_id)
-            self.token = current_unit.set(unit)
+        if self.unit is not None:
+            self.token = current_unit.set(self.unit)
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -82,18 +79,22 @@ class Attempt:
                 return True
             if unit.broken is not None:
                 raise StoreError(
-                    f"the event store failed while {self.service} handled {self.event_id}: "
+                    f"the event store failed while {unit.service} handled {unit.event_id}: "
                     f"{unit.broken}"
                 ) from exc
             return False
         if not unit.began and not unit.events:  # nothing to commit but the tracking row
             unit.closed = True
-            tracker._pure_done(self.service, self.event_id)
+            tracker._pure_done(unit.service, unit.event_id)
         elif not unit.commit():
             self.duplicate = True
         elif unit.events and tracker.on_commit is not None:
             tracker.on_commit(unit.events)
         return False
+
+
+_UNTRACKED = Attempt(None)
+"""The attempt of an untracked handling: does nothing, never changes (shared)."""
 
 
 class Tracker:
@@ -127,8 +128,8 @@ class Tracker:
     def attempt(self, service: str, event: Event, tracked: bool = True) -> Attempt:
         """The context of one run of the handler (see :class:`Attempt`)."""
         if not (self.enabled and tracked):
-            return Attempt(None)
-        return Attempt(self, service, event.id)
+            return _UNTRACKED
+        return Attempt(self, self.store.unit(service, event.id))
 
     def _pure_done(self, service: str, event_id: str) -> None:
         with self._lock:
