@@ -24,6 +24,12 @@ one you can lose).
        python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only tracking \
            --postgres postgresql://postgres@127.0.0.1:5432/test
 
+6. ``--only versions --other TREE``: this tree's runtime against another checkout's (e.g.
+   ``git worktree add /tmp/old b6675a8``), fresh processes alternating, events/s and CPU:
+
+       python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only versions \
+           --other /tmp/old --rounds 10
+
 Medians of several rounds; the machine is shared, so compare ratios, not absolute numbers.
 """
 
@@ -426,6 +432,53 @@ def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None)
     return ratios
 
 
+_ONE_RUN = """
+import sys, tempfile, time
+import redis
+from tusk_events import TSK
+try:
+    from tusk_events.runtime.core import Runtime
+except ImportError:  # an older tree: one runtime module
+    from tusk_events.runtime import Runtime
+url, n, config = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+redis.Redis.from_url(url).flushdb()
+store = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+cfg = TSK.from_string(config, env={"EVENT_BUS": url, "EVENT_STORE": store})
+with Runtime([cfg]) as rt:
+    rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
+    t0, c0 = time.perf_counter(), time.process_time()
+    rt.run_until_idle(startup=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert rt.summary.handled == n, rt.summary.to_dict()
+print(n / wall, cpu / n * 1e6)
+"""
+
+
+def bench_versions(url: str, n: int, rounds: int, other: Path) -> None:
+    """This tree's runtime against another checkout's (``git worktree add /tmp/old <commit>``),
+    one fresh process each, alternating, with the throughput section's config."""
+
+    def one(tree: Path) -> tuple[float, float]:
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        out = subprocess.run([sys.executable, "-c", _ONE_RUN, url, str(n), ONE_SERVICE], env=env, cwd=tempfile.gettempdir(),
+                             capture_output=True, text=True, check=True).stdout.split()
+        return float(out[-2]), float(out[-1])
+
+    here: list[tuple[float, float]] = []
+    there: list[tuple[float, float]] = []
+    for r in range(rounds):
+        for tree in ((ROOT, other) if r % 2 == 0 else (other, ROOT)):
+            (here if tree == ROOT else there).append(one(tree))
+    rate = _median([a[0] / b[0] for a, b in zip(here, there)])
+    cpu = _median([b[1] / a[1] for a, b in zip(here, there)])
+    print(f"runtime throughput, this tree vs {other} (one worker, {n:,} events on {url}, {rounds} "
+          "alternating pairs of fresh processes)")
+    print(f"  median events/s  this {_median([h[0] for h in here]):10,.0f}   other {_median([t[0] for t in there]):10,.0f}"
+          f"   median pair ratio {rate:.2f}x")
+    print(f"  CPU µs/event     this {_median([h[1] for h in here]):10.1f}   other {_median([t[1] for t in there]):10.1f}"
+          f"   median pair ratio (other/this) {cpu:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--redis", required=True, metavar="URL",
@@ -433,7 +486,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--kill-n", type=int, default=100000)
-    sections = ["throughput", "latency", "kill", "progress", "tracking"]
+    sections = ["throughput", "latency", "kill", "progress", "tracking", "versions"]
     ap.add_argument("--skip", action="append", default=[], choices=sections)
     ap.add_argument("--only", choices=sections, help="run one section")
     ap.add_argument("--progress-interval", type=float, default=0.1, metavar="S",
@@ -441,9 +494,15 @@ def main() -> None:
     ap.add_argument("--postgres", metavar="URL",
                     help="also measure tracking on PostgreSQL (a fresh schema, dropped after)")
     ap.add_argument("--tracking-n", type=int, default=5000)
+    ap.add_argument("--other", metavar="TREE", type=Path,
+                    help="the versions section: another checkout of tusk_events to compare against")
     args = ap.parse_args()
     if args.only:
         args.skip = [s for s in sections if s != args.only]
+    elif args.other is None:
+        args.skip.append("versions")
+    if "versions" not in args.skip and args.other is None:
+        ap.error("--only versions needs --other TREE")
     with tempfile.TemporaryDirectory() as tmp:
         store_url = f"sqlite:///{tmp}/bench.db"
         if "progress" not in args.skip:
@@ -458,6 +517,8 @@ def main() -> None:
             bench_kill(args.redis, args.kill_n, Path(tmp))
         if "tracking" not in args.skip:
             bench_tracking(args.redis, args.tracking_n, args.rounds, Path(tmp), args.postgres)
+        if "versions" not in args.skip:
+            bench_versions(args.redis, args.n, max(args.rounds, 6), args.other.resolve())
 
 
 if __name__ == "__main__":
