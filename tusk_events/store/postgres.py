@@ -32,6 +32,7 @@ the store as a non-superuser owner narrows what such a switch could reach.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -306,10 +307,14 @@ class PostgresStore(EventStore):
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
             ),
+            # the rows come as one JSON object {service: [event ids]}: json.dumps encodes it in
+            # C, where psycopg would dump two text arrays element by element in Python, on the
+            # GIL the handling thread is waiting for
             "track_many": (
                 f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
-                "SELECT u.service, u.event_id, %s, %s "
-                "FROM unnest(%b::text[], %b::text[]) AS u(service, event_id) "
+                "SELECT s.service, e.event_id, %s, %s "
+                "FROM jsonb_each(%s::jsonb) AS s(service, ids), "
+                "jsonb_array_elements_text(s.ids) AS e(event_id) "
                 "ON CONFLICT (service, event_id) "
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
@@ -319,9 +324,10 @@ class PostgresStore(EventStore):
             # more round trips; set_config(..., true) lasts until that transaction's commit
             "track_many_lazy": (
                 f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
-                "SELECT u.service, u.event_id, %s, %s "
+                "SELECT s.service, e.event_id, %s, %s "
                 "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy, "
-                "unnest(%b::text[], %b::text[]) AS u(service, event_id) "
+                "jsonb_each(%s::jsonb) AS s(service, ids), "
+                "jsonb_array_elements_text(s.ids) AS e(event_id) "
                 "ON CONFLICT (service, event_id) "
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
@@ -620,15 +626,16 @@ class PostgresStore(EventStore):
         return bool(cur.rowcount == 1)
 
     def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
-        pairs = list(rows)
-        if not pairs:
+        by_service: dict[str, list[str]] = {}
+        for service, event_id in rows:
+            by_service.setdefault(service, []).append(event_id)
+        if not by_service:
             return
-        services, ids = (list(c) for c in zip(*pairs))
         # batched rows of handlings without store effects need not wait for the WAL flush
         sql = self._sql["track_many_lazy" if outcome == HANDLED else "track_many"]
         try:
             with self._connection() as conn:  # autocommit: the statement is its transaction
-                conn.execute(sql, (outcome, time.time(), services, ids))
+                conn.execute(sql, (outcome, time.time(), json.dumps(by_service)))
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error("cannot record tracking rows", e) from e
 
