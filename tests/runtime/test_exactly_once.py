@@ -200,6 +200,52 @@ def test_after_the_bus_lost_its_data_the_store_redelivers(store_url: str) -> Non
         assert all(rt.store.tracked("orders", i) == HANDLED for i in ids)
 
 
+def test_a_bus_server_restart_that_kept_the_epoch_redelivers_to_durable_services(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis back from an RDB snapshot: the epoch key survived, the tail of the streams did not
+    from tusk_events.runtime import relay as relay_module
+
+    server = {"id": "run-1"}
+    monkeypatch.setattr(relay_module, "_server_id", lambda client: server["id"])
+    with runtime(store_url, delivery="durable") as rt:
+        rt.relay.tick()  # remembers the epoch and the server
+        rt.publish("order_placed", {"i": 0})
+        rt.run_until_idle(startup=False)
+        on_bus = rt.publish("order_placed", {"i": 1})  # survives the restart
+        lost = new_event("order_placed", {"i": 2})
+        rt.store.append(lost)  # was on the bus, lost with the tail
+        rt.relay.flush()
+        assert rt.relay.tick() is True
+        assert rt.relay.report.redelivery_passes == 0  # same server: nothing to do
+        server["id"] = "run-2"
+        assert rt.relay.tick() is True
+        assert rt.relay.report.redelivered == {"orders": 2}
+        summary = rt.run_until_idle(startup=False)
+        assert summary.handled == 3
+        for event_id in (on_bus.id, lost.id):  # the surviving copy arrived twice, ran once
+            assert rt.client.get(f"runs:{event_id}") == b"1"
+            assert effects(rt, event_id) == 1 and done_events(rt, event_id) == 1
+        assert rt.relay.tick() is True
+        assert rt.relay.report.redelivery_passes == 1  # the new server is remembered
+
+
+def test_a_bus_server_restart_leaves_sync_services_alone(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tusk_events.runtime import relay as relay_module
+
+    server = {"id": "run-1"}
+    monkeypatch.setattr(relay_module, "_server_id", lambda client: server["id"])
+    with runtime(store_url, delivery="sync") as rt:
+        rt.relay.tick()
+        rt.store.append(new_event("order_placed", {}))  # never depended on the bus
+        server["id"] = "run-2"
+        rt.relay.tick()
+        assert rt.relay.report.redelivery_passes == 1
+        assert rt.relay.report.redelivered == {}
+
+
 def test_a_first_sight_of_the_bus_does_not_redeliver_history(store_url: str) -> None:
     # events stored before tracking existed (or before this bus) are not handled again
     with runtime(store_url, delivery="durable") as rt:
