@@ -35,27 +35,35 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("billing", "shipping")
 
-CONFIG = """
+def config_text(app: str = "", first: str = "", visibility_timeout: float = 1.0, service: str = "") -> str:
+    """Two services whose handlers ``execute`` an INSERT and ``publish``; ``first`` runs before."""
+    return f"""
 [app]
 event_bus: @env("EVENT_BUS", "memory://")
 event_store: @env("EVENT_STORE", "sqlite:///unused.db")
 redeliver_since: "1h"
+{app}
 """ + "".join(
-    f"""
+        f"""
 [{svc}]
 subscribe: "order"
-visibility_timeout: 1.0
+visibility_timeout: {visibility_timeout}
+{service}
 retries: 10
 backoff: 0.01
 handle_fujsen = '''
 def handle(event):
+    {first.replace("SERVICE", svc) or "pass"}
     execute("INSERT INTO event_store (event_type, payload) VALUES (?, ?)",
             "{svc}_effect", json.dumps({{"order": event["id"]}}))
     publish("{svc}_done", {{"order": event["id"]}})
 '''
 """
-    for svc in SERVICES
-)
+        for svc in SERVICES
+    )
+
+
+CONFIG = config_text()
 
 
 @pytest.fixture
@@ -291,6 +299,63 @@ def test_redis_restarted_without_persistence_mid_run(
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     check_exactly_once(store_url, ids)
+
+
+COUNT_RUNS = 'redis.from_url(event_bus).hincrby("runs:SERVICE", event["id"], 1)'
+SLOW_FIRST = COUNT_RUNS + '\n    time.sleep(event["payload"].get("slow", 0))'
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("redis_server", [3], indirect=True)
+def test_a_handler_slower_than_the_visibility_timeout_whose_worker_stalls(
+    tmp_path: Path, redis_server: PrivateRedis, record_property: Any
+) -> None:
+    """Handlers of 2 s, a visibility timeout of 0.5 s: while a worker is alive its heartbeat keeps
+    its events; stalled (SIGSTOP) mid-handler, the other worker claims them and runs them too.
+    Resumed, the first finishes its runs: the tracking row lets one of each pair commit."""
+    import redis
+
+    path = tmp_path / "slow.tsk"
+    path.write_text(config_text(first=SLOW_FIRST, visibility_timeout=0.5, service="timeout: 30"))
+    db = tmp_path / "events.db"
+    store_url = f"sqlite:///{db}?synchronous=normal"
+    env = process_env(redis_server.url, store_url)
+    r = redis.Redis.from_url(redis_server.url)
+    first = worker(path, env)
+    second = None
+    try:
+        with Runtime([TSK.from_file(path, env=env)]) as rt:
+            ids = [rt.publish("order", {"slow": 2.0}, id=f"slow-{i}").id for i in range(4)]
+            ids += [rt.publish("order", {}, id=f"fast-{i}").id for i in range(20)]
+            rt.relay.flush()
+        wait_until("the first worker in its handlers",
+                   lambda: r.hlen("runs:billing") and r.hlen("runs:shipping"), 60)
+        second = worker(path, env)
+        wait_until("the second worker in the groups", lambda: all(
+            len(r.xinfo_consumers("tusk:stream:order", svc)) == 2 for svc in SERVICES), 60)
+        first.send_signal(signal.SIGSTOP)  # a stall: no heartbeat, the handler does not return
+        fault = time.monotonic()
+        wait_until("the second worker to run a stalled event", lambda: any(
+            int(v) > 1 for svc in SERVICES for v in r.hvals(f"runs:{svc}")), 30)
+        first.send_signal(signal.SIGCONT)  # it finishes the runs it was in
+        n = len(ids)
+        wait_until("every order handled by both services",
+                   lambda: handled_counts(db) == {s: n for s in SERVICES}, 90)
+        all_handled = time.monotonic()
+        wait_until("nothing pending", lambda: pending(redis_server.url) == 0, 30)
+        runs = {svc: {k.decode(): int(v) for k, v in r.hgetall(f"runs:{svc}").items()} for svc in SERVICES}
+    finally:
+        for w in (first, second):
+            if w is not None:
+                w.send_signal(signal.SIGCONT)
+                w.send_signal(signal.SIGKILL)
+                w.wait(10)
+        r.close()
+    twice = sum(1 for svc in SERVICES for v in runs[svc].values() if v > 1)
+    assert twice >= 1, "no event ran on both workers: the stall did not reach a handler"
+    check_exactly_once(store_url, ids)
+    record_property("recovery_s", round(all_handled - fault, 2))
+    print(f"\nhandlers run twice: {twice}; all handled {all_handled - fault:.1f} s after the stall began")
 
 
 def publish_while(rt: Runtime, n: int, prefix: str, ids: list[str]) -> None:
