@@ -301,6 +301,80 @@ def test_redis_restarted_without_persistence_mid_run(
     check_exactly_once(store_url, ids)
 
 
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (the fujsen pool of a worker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread that started it
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("redis_server", [4], indirect=True)
+def test_process_isolation_workers_and_their_fujsen_processes_sigkilled(
+    tmp_path: Path, redis_server: PrivateRedis, record_property: Any
+) -> None:
+    """``isolation: "process"``: handlers run in pool processes, their SQL and publishes in the
+    worker's transaction. Killed alternately: a worker (and with it its pool) or one pool
+    process mid-call (the worker sees the call fail, rolls back, retries)."""
+    n = 1500
+    path = tmp_path / "isolated.tsk"
+    path.write_text(config_text(app='isolation: "process"'))
+    db = tmp_path / "events.db"
+    store_url = f"sqlite:///{db}?synchronous=normal"
+    env = process_env(redis_server.url, store_url)
+    with Runtime([TSK.from_file(path, env=env)]) as rt:
+        ids = publish_orders(rt, n, "order")
+        rt.relay.flush()
+    rng = random.Random(4)
+    marks = sorted(rng.uniform(0.05, 0.85) for _ in range(10))
+    workers = [worker(path, env), worker(path, env)]
+    t_start = time.monotonic()
+    kills = {"worker": 0, "pool process": 0}
+    try:
+        while sum(kills.values()) < len(marks):
+            done = sum(handled_counts(db).values()) / (n * len(SERVICES))
+            if done < marks[sum(kills.values())]:
+                time.sleep(0.05)
+                if time.monotonic() - t_start > 120:
+                    raise AssertionError(f"only {done:.0%} handled after 120 s")
+                continue
+            victim = rng.randrange(len(workers))
+            pool = children(workers[victim].pid)
+            if sum(kills.values()) % 2 and pool:
+                os.kill(rng.choice(pool), signal.SIGKILL)
+                kills["pool process"] += 1
+            else:
+                workers[victim].send_signal(signal.SIGKILL)
+                workers[victim].wait(10)
+                workers[victim] = worker(path, env)
+                kills["worker"] += 1
+        last_kill = time.monotonic()
+        wait_until("every order handled by both services",
+                   lambda: handled_counts(db) == {s: n for s in SERVICES}, 120)
+        all_handled = time.monotonic()
+        wait_until("nothing pending", lambda: pending(redis_server.url) == 0, 30)
+        wait_until("the outbox empty", lambda: outbox_rows(db) == 0, 30)
+    finally:
+        for w in workers:
+            pool = children(w.pid)
+            w.send_signal(signal.SIGKILL)
+            w.wait(10)
+            for child in pool:  # orphaned pool processes notice the closed pipe; do not wait on it
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    assert kills["worker"] >= 1 and kills["pool process"] >= 1, kills
+    check_exactly_once(store_url, ids)
+    record_property("after_last_kill_s", round(all_handled - last_kill, 2))
+    print(f"\n{n:,} orders, isolation process, kills {kills}; all handled "
+          f"{all_handled - last_kill:.1f} s after the last kill")
+
+
 COUNT_RUNS = 'redis.from_url(event_bus).hincrby("runs:SERVICE", event["id"], 1)'
 SLOW_FIRST = COUNT_RUNS + '\n    time.sleep(event["payload"].get("slow", 0))'
 
