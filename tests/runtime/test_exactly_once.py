@@ -246,6 +246,18 @@ def test_a_bus_server_restart_leaves_sync_services_alone(
         assert rt.relay.report.redelivered == {}
 
 
+def test_a_subscriber_to_every_type_is_redelivered_every_type(store_url: str) -> None:
+    from tusk_events.runtime.relay import Target
+
+    with runtime(store_url, delivery="durable") as rt:
+        stored = [new_event("order_placed", {}), new_event("refund", {}), new_event("order_done", {})]
+        rt.store.append_many(stored)
+        rt.relay.targets = [Target("orders", ["order_placed"], sync=False), Target("audit", None, sync=False)]
+        assert rt.relay.redeliver() == {"orders": 1, "audit": 3}
+        for event in stored:
+            assert rt.bus.stream_info([event.type])[event.type].length == 1  # sent once for both
+
+
 def test_a_first_sight_of_the_bus_does_not_redeliver_history(store_url: str) -> None:
     # events stored before tracking existed (or before this bus) are not handled again
     with runtime(store_url, delivery="durable") as rt:

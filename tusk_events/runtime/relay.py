@@ -80,7 +80,8 @@ class Target:
     """A service the re-delivery serves: its name, types and how it receives events."""
 
     name: str
-    types: Sequence[str]
+    types: Sequence[str] | None
+    """None: every type (a subscription to all types, as ``Bus.subscribe(types=None)``)."""
     sync: bool
 
 
