@@ -246,6 +246,25 @@ def test_a_bus_server_restart_leaves_sync_services_alone(
         assert rt.relay.report.redelivered == {}
 
 
+def test_the_bus_server_id_is_the_redis_run_id() -> None:
+    from tusk_events.runtime.relay import _server_id
+
+    class Client:
+        def __init__(self, info: object) -> None:
+            self._info = info
+
+        def info(self, section: str) -> object:
+            if isinstance(self._info, Exception):
+                raise self._info
+            return self._info
+
+    assert _server_id(Client({"run_id": "abc", "redis_version": "7.2"})) == "abc"
+    cluster = {"10.0.0.2:6379": {"run_id": "b"}, "10.0.0.1:6379": {"run_id": "a"}}
+    assert _server_id(Client(cluster)) == "a,b"  # a failover changes one of them
+    assert _server_id(Client(ValueError("unknown command 'info'"))) == ""  # embedded bus
+    assert _server_id(Client("not a mapping")) == ""
+
+
 def test_a_subscriber_to_every_type_is_redelivered_every_type(store_url: str) -> None:
     from tusk_events.runtime.relay import Target
 
