@@ -468,7 +468,7 @@ def test_redis_with_persistence_crashes_and_restarts_mid_run(
     records and the groups' positions are gone, but the bus epoch is still there.
     """
     options = {"aof-everysec": AOF_EVERYSEC, "rdb": RDB_ONLY}[persistence]
-    server = PrivateRedis(7413 + ("aof-everysec", "rdb").index(persistence), tmp_path, options)
+    server = PrivateRedis(7415 + ("aof-everysec", "rdb").index(persistence), tmp_path, options)
     server.start()
     db = tmp_path / "events.db"
     store_url = f"sqlite:///{db}?synchronous=normal"
