@@ -49,10 +49,20 @@ def _port_free(port: int) -> bool:
         return True
 
 
-class PrivateRedis:
-    """redis-server on 127.0.0.1:port without persistence (a cache-configured Redis)."""
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+AOF_EVERYSEC = ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
+RDB_ONLY = ("--save", "3600 1", "--appendonly", "no")
+"""Snapshots only when told (BGSAVE), so a test knows which writes a crash loses."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
+
+class PrivateRedis:
+    """redis-server on 127.0.0.1:port; by default without persistence (a cache-configured Redis).
+
+    ``persistence``: redis-server options such as :data:`AOF_EVERYSEC`; the data directory is
+    kept across :meth:`restart`, so the server reloads what it persisted.
+    """
+
+    def __init__(self, port: int, workdir: Path, persistence: tuple[str, ...] = NO_PERSISTENCE) -> None:
         if shutil.which("redis-server") is None:
             _missing("redis-server")
         if not _port_free(port):
@@ -60,15 +70,46 @@ class PrivateRedis:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self.workdir = workdir
+        self.persistence = persistence
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", *self.persistence,
+             "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         _wait_port(self.port, up=True)
+        import redis
+
+        client = redis.Redis(port=self.port)
+        try:  # up once the persisted data is loaded
+            end = time.monotonic() + 30
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.BusyLoadingError:
+                    if time.monotonic() > end:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def snapshot(self) -> None:
+        """BGSAVE and wait until it is on disk (what a crash now would come back to)."""
+        import redis
+
+        client = redis.Redis(port=self.port)
+        try:
+            client.bgsave()  # the fork has happened when it replies
+            end = time.monotonic() + 30
+            while client.info("persistence")["rdb_bgsave_in_progress"]:
+                if time.monotonic() > end:
+                    raise TimeoutError("BGSAVE did not finish in 30 s")
+                time.sleep(0.05)
+        finally:
+            client.close()
 
     def kill(self) -> None:
         """SIGKILL: everything in memory is gone."""

@@ -9,11 +9,16 @@ is sent. A caller retrying ``Runtime.publish`` with the same id stores nothing n
 
 The pass also watches the bus for data loss: a random id is written once under
 ``BUS_EPOCH_KEY`` and remembered in the store. When the key is gone or different (a Redis
-restarted without persistence, a failover that dropped the tail, the in-process bus of a new
-process), every stored event of the last ``redeliver_since`` seconds that a service has no
-tracking row for is delivered again (durable services: on the bus; sync services: handled
-here), and the counts are logged and kept in :attr:`Relay.report`. Dead-lettered events have a
-tracking row and are left alone.
+restarted without persistence, the in-process bus of a new process), every stored event of the
+last ``redeliver_since`` seconds that a service has no tracking row for is delivered again
+(durable services: on the bus; sync services: handled here), and the counts are logged and kept
+in :attr:`Relay.report`. Dead-lettered events have a tracking row and are left alone.
+
+A restart can also lose only the tail and keep the epoch (Redis back from its last RDB
+snapshot, an AOF fsynced every second after a host crash, a replica promoted before it caught
+up). So the Redis run id, new at every start, is remembered too; when it changes, the durable
+services get the same re-delivery. Events that survived on the bus then arrive twice, and the
+second copy meets the tracking row: acknowledged without running the handler.
 
 Several runtimes may run the relay on one store: a lease in the store (``RELAY_LEASE_S``,
 renewed each pass) lets one of them work at a time; and since a second send of an event only
@@ -75,7 +80,8 @@ class Target:
     """A service the re-delivery serves: its name, types and how it receives events."""
 
     name: str
-    types: Sequence[str]
+    types: Sequence[str] | None
+    """None: every type (a subscription to all types, as ``Bus.subscribe(types=None)``)."""
     sync: bool
 
 
@@ -115,6 +121,7 @@ class Relay:
         self.handle_sync = handle_sync
         self.redeliver_since_s = redeliver_since_s
         self.epoch_key = f"bus_epoch:{redact_url(bus_url)}"
+        self.server_key = f"bus_server:{redact_url(bus_url)}"
         # an embedded bus starts empty in every process by design: its fresh epoch is news, not a loss
         self._notice = logging.INFO if bus_url.startswith("memory://") else logging.WARNING
         self.report = RelayReport()
@@ -209,30 +216,43 @@ class Relay:
         try:
             self.client.set(BUS_EPOCH_KEY, uuid.uuid4().hex, nx=True)
             raw = self.client.get(BUS_EPOCH_KEY)
+            server = _server_id(self.client)
         except Exception as e:  # noqa: BLE001 - any client failure: the bus is down, try later
             log.debug("cannot read the bus epoch: %s", e)
             return
         epoch = raw.decode() if isinstance(raw, bytes) else str(raw)
         known = self.store.meta(self.epoch_key)
-        if known == epoch:
-            return
-        if known is not None:
+        known_server = self.store.meta(self.server_key) if server else None
+        if known is not None and known != epoch:
             log.log(self._notice, "the bus lost its data (epoch %s, was %s): re-delivering from the store",
                     epoch, known)
             self.redeliver()
-        # first sight of this bus: its history was delivered before tracking; remember it
-        self.store.set_meta(self.epoch_key, epoch)
+        elif known is not None and known_server is not None and known_server != server:
+            # a restart that kept the epoch may still have lost the tail: an RDB snapshot, an
+            # AOF fsynced each second after a host crash, a replica promoted before it caught up
+            log.warning("the bus server restarted (run id %s, was %s): re-delivering what no "
+                        "service has handled yet; copies still on the bus are acknowledged unrun",
+                        server, known_server)
+            self.redeliver(bus_only=True)
+        if known != epoch:  # first sight of this bus: its history was delivered before tracking
+            self.store.set_meta(self.epoch_key, epoch)
+        if server and known_server != server:
+            self.store.set_meta(self.server_key, server)
 
-    def redeliver(self, since_s: float | None = None) -> dict[str, int]:
+    def redeliver(self, since_s: float | None = None, *, bus_only: bool = False) -> dict[str, int]:
         """Deliver again every stored event of the look-back a service has no tracking row for.
 
-        Returns the counts per service (also logged and added to :attr:`report`).
+        ``bus_only``: the services that receive events on the bus only (after a bus restart;
+        sync services never depended on it). Returns the counts per service (also logged and
+        added to :attr:`report`).
         """
         t0 = time.monotonic()
         since = time.time() - (self.redeliver_since_s if since_s is None else since_s)
         counts: dict[str, int] = {}
         on_bus: set[str] = set()
         for target in self.targets:
+            if bus_only and target.sync:
+                continue
             after = 0
             while True:
                 batch = self.store.untracked(target.name, target.types, since, after, RELAY_BATCH)
@@ -293,6 +313,23 @@ class Relay:
                 self.store.lease("relay", self.owner, 0.0, 0.0)
             except StoreError as e:
                 log.debug("cannot release the relay lease: %s", e)
+
+
+def _server_id(client: Any) -> str:
+    """Who serves the bus now: Redis's run id (new at every start), or "" when unknown.
+
+    A cluster answers per node: the ids of all its nodes, so a failover shows as a change.
+    """
+    try:
+        info = client.info("server")
+    except Exception:  # noqa: BLE001 - a client without INFO (an embedded bus): no restarts to see
+        return ""
+    if not isinstance(info, dict):
+        return ""
+    if "run_id" in info:
+        return str(info["run_id"])
+    ids = sorted(str(v["run_id"]) for v in info.values() if isinstance(v, dict) and "run_id" in v)
+    return ",".join(ids)
 
 
 __all__ = ["Relay", "RelayReport", "Target", "redeliver_since"]

@@ -333,6 +333,12 @@ class PostgresStore(EventStore):
                 f"(SELECT 1 FROM {s}.tusk_tracking tr WHERE tr.service = %s "
                 "AND tr.event_id = e.event_id) ORDER BY e.id LIMIT %s"
             ),
+            "untracked_all": (
+                f"SELECT {_E_COLUMNS} FROM {t} e WHERE "
+                "e.timestamp > %s AND e.id > %s AND e.event_id IS NOT NULL AND NOT EXISTS "
+                f"(SELECT 1 FROM {s}.tusk_tracking tr WHERE tr.service = %s "
+                "AND tr.event_id = e.event_id) ORDER BY e.id LIMIT %s"
+            ),
             "lease": (
                 f"INSERT INTO {s}.tusk_meta AS m (key, value, until) VALUES (%s, %s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, until = excluded.until "
@@ -646,12 +652,14 @@ class PostgresStore(EventStore):
         return int(self._fetch(self._sql["outbox_count"])[0][0])
 
     def untracked(
-        self, service: str, types: Sequence[str], since: Any, after_id: int, limit: int
+        self, service: str, types: Sequence[str] | None, since: Any, after_id: int, limit: int
     ) -> list[StoredEvent]:
+        rest = (timestamps.canonical(since), after_id, service, limit)
+        if types is None:
+            return list(starmap(StoredEvent, self._fetch(self._sql["untracked_all"], rest)))
         if not types:
             return []
-        params = (list(types), timestamps.canonical(since), after_id, service, limit)
-        return list(starmap(StoredEvent, self._fetch(self._sql["untracked"], params)))
+        return list(starmap(StoredEvent, self._fetch(self._sql["untracked"], (list(types), *rest))))
 
     def lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:
         cur = self._write("take a lease", self._sql["lease"],
