@@ -23,6 +23,7 @@ import pytest
 
 from tests.runtime.hosts import GATEWAY, Hosts, descendants, netns_unavailable
 from tests.runtime.private_servers import PrivatePostgres, PrivateRedis
+from tusk_events.defaults import POSTGRES_DEAD_PEER_S
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +67,52 @@ def hosts() -> Iterator[Hosts]:
         pytest.skip(reason)
     with Hosts(HOSTS) as made:
         yield made
+
+
+class Progress:
+    """Handled counts over time (seconds from creation), and when host 1 held nothing any more."""
+
+    def __init__(self, pg_url: str, redis_url: str, host_pids: set[int]) -> None:
+        self.pg_url, self.redis_url, self.host_pids = pg_url, redis_url, host_pids
+        self.t0 = time.monotonic()
+        self.times: list[float] = []
+        self.counts: list[int] = []
+        self.taken_over: float | None = None
+        self.stall_end = 0.0
+
+    def sample(self) -> int:
+        n = sum(handled(self.pg_url).values())
+        self.times.append(time.monotonic() - self.t0)
+        self.counts.append(n)
+        return n
+
+    def until_all_handled(self, total: int, timeout: float) -> None:
+        while self.sample() < total or self.taken_over is None:
+            if self.taken_over is None and not any(
+                int(c["pending"]) for c in of_host(consumers(self.redis_url), self.host_pids)
+            ):
+                self.taken_over = self.times[-1]
+            if self.times[-1] > timeout:
+                raise AssertionError(
+                    f"{self.counts[-1]}/{total} handled {timeout} s after the cut-off"
+                    + ("" if self.taken_over is not None else "; host 1 still holds entries"))
+            time.sleep(0.1)
+
+    def longest_stall(self) -> float:
+        """The longest time without a newly handled event (where it ended: ``stall_end``)."""
+        best, since = 0.0, 0.0
+        for i in range(1, len(self.times)):
+            if self.counts[i] > self.counts[i - 1]:
+                if self.times[i] - since > best:
+                    best, self.stall_end = self.times[i] - since, self.times[i]
+                since = self.times[i]
+        return best
+
+    def rate(self, start: float = 0.0) -> float:
+        """Handlings per second from ``start`` to the last sample."""
+        i = next(k for k, t in enumerate(self.times) if t >= start)
+        span = self.times[-1] - self.times[i]
+        return (self.counts[-1] - self.counts[i]) / span if span > 0 else 0.0
 
 
 def wait_until(what: str, ok: Callable[[], bool], timeout: float) -> float:
@@ -115,6 +162,18 @@ def pending(redis_url: str) -> int:
     r = redis.Redis.from_url(redis_url)
     try:
         return sum(int(g["pending"]) for k in r.scan_iter(match="*stream*") for g in r.xinfo_groups(k))
+    finally:
+        r.close()
+
+
+def reading_from(redis_url: str, address: str) -> bool:
+    """Whether a client at ``address`` is waiting on XREADGROUP now (it is connected and reading)."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        return any(c["addr"].startswith(f"{address}:") and c["cmd"] == "xreadgroup" and int(c["idle"]) <= 2
+                   for c in r.client_list())
     finally:
         r.close()
 
@@ -187,37 +246,33 @@ def test_host_cut_off_mid_stream_and_back(hosts: Hosts, tmp_path: Path) -> None:
             wait_until("a third of the orders handled",
                        lambda: sum(handled(pg.url).values()) >= total // 3, 60)
             host1 = set(descendants(sups[0].pid))
+            before = Progress(pg.url, redis_server.url, host1)
+            before.sample()
+            time.sleep(2.0)
+            before.sample()
             held = sum(int(c["pending"]) for c in of_host(consumers(redis_server.url), host1))
-            done_at_cut = sum(handled(pg.url).values())
             hosts.cut(1)
-            cut = time.monotonic()
+            after = Progress(pg.url, redis_server.url, host1)
             try:
-                taken_over = wait_until(
-                    "host 1's pending entries claimed by the other hosts",
-                    lambda: sum(int(c["pending"]) for c in of_host(consumers(redis_server.url), host1)) == 0, 60)
-                recovery = wait_until(
-                    "every order handled by both services",
-                    lambda: handled(pg.url) == {s: ORDERS for s in SERVICES}, 90) + taken_over
+                after.until_all_handled(ORDERS * len(SERVICES), timeout=90)
             except AssertionError as e:
                 raise AssertionError(f"{e}\n{diagnose(redis_server.url, pg.url)}") from None
             wait_until("nothing pending", lambda: pending(redis_server.url) == 0, 30)
             print(f"\n{HOSTS} hosts x 2 processes, {ORDERS} orders x {len(SERVICES)} services "
-                  f"(published in {publish_s:.1f} s); host 1 cut off at {done_at_cut}/{total} handled, "
-                  f"holding {held} unacknowledged entries; visibility timeout {VISIBILITY_S:g} s")
-            print(f"its entries taken over {taken_over:.1f} s after the cut-off; "
-                  f"everything handled {recovery:.1f} s after it")
+                  f"(published in {publish_s:.1f} s); visibility timeout {VISIBILITY_S:g} s, "
+                  f"PostgreSQL dead-peer bound {POSTGRES_DEAD_PEER_S} s")
+            print(f"host 1 cut off at {after.counts[0]}/{total} handled, holding {held} unacknowledged entries "
+                  f"(rate before: {before.rate():.0f} handlings/s on {HOSTS} hosts)")
+            print(f"no handling committed for {after.longest_stall():.1f} s; host 1's entries taken over "
+                  f"{after.taken_over:.1f} s after the cut-off; all handled {after.times[-1]:.1f} s after it "
+                  f"(rate after the stall: {after.rate(after.stall_end):.0f} handlings/s on {HOSTS - 1} hosts)")
 
             hosts.restore(1)
             back = time.monotonic()
             for sup in sups:
                 assert sup.poll() is None, "a supervisor exited while its host was cut off"
-            host1 = set(descendants(sups[0].pid))
-
-            def host1_reading() -> bool:
-                mine = of_host(consumers(redis_server.url), host1)
-                return len(mine) > 0 and min(int(c.get("inactive", c["idle"])) for c in mine) < 1000
-
-            rejoined = wait_until("host 1 reading the bus again", host1_reading, 60)
+            rejoined = wait_until("host 1 reading the bus again",
+                                  lambda: reading_from(redis_server.url, hosts.address(1)), 60)
             with Runtime([TSK.from_file(configs[0], env=env)]) as rt:
                 later = [rt.publish("order", {"i": n}, id=f"later-{n}").id for n in range(LATER)]
                 rt.relay.flush()
@@ -231,6 +286,8 @@ def test_host_cut_off_mid_stream_and_back(hosts: Hosts, tmp_path: Path) -> None:
             assert by_host[1] > 0, f"host 1 did not handle any new order after rejoining: {dict(by_host)}"
             assert sum(by_host.values()) == LATER * len(SERVICES)
             check_exactly_once(pg.url, ids + later)
+            with Runtime([TSK.from_file(configs[0], env=env)]) as rt:
+                assert [rt.dlq.count(svc) for svc in SERVICES] == [0, 0], "dead-lettered orders"
             for sup in sups:
                 assert sup.poll() is None, "a supervisor gave up"
         finally:
