@@ -138,10 +138,11 @@ class Hosts:
             for pid in orphans:
                 while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
                     time.sleep(0.05)
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                if Path(f"/proc/{pid}").exists():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
         self.procs.clear()
         self._remove()
 

@@ -171,9 +171,12 @@ def test_postgresql_connections_give_up_on_a_dead_peer_in_bounded_time() -> None
 
 @pytest.mark.postgres
 def test_postgresql_sessions_carry_the_dead_peer_settings(pg_store_url: str) -> None:
-    from tusk_events.defaults import POSTGRES_DEAD_PEER_S
+    from tusk_events.defaults import POSTGRES_DEAD_PEER_S, POSTGRES_RECONNECT_WINDOW_S
 
     with open_store(pg_store_url) as store:
+        # a pool retrying a lost server backs off for this long at most, then starts over
+        assert store._pool.reconnect_timeout == POSTGRES_RECONNECT_WINDOW_S  # type: ignore[attr-defined]
+        assert store._unit_connection().reconnect_timeout == POSTGRES_RECONNECT_WINDOW_S  # type: ignore[attr-defined]
         with store._connection() as conn:  # type: ignore[attr-defined]
             idle, user_timeout, path = conn.execute(
                 "SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_user_timeout'), "

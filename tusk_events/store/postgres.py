@@ -50,6 +50,7 @@ from tusk_events.defaults import (
     POSTGRES_POOL_MAX_SIZE,
     POSTGRES_POOL_MIN_SIZE,
     POSTGRES_POOL_TIMEOUT_S,
+    POSTGRES_RECONNECT_WINDOW_S,
     POSTGRES_UNIT_POOL_MAX_SIZE,
 )
 from tusk_events.errors import StoreError
@@ -263,6 +264,7 @@ class PostgresStore(EventStore):
             kwargs=self._kwargs,
             open=False,
             timeout=timeout,
+            reconnect_timeout=POSTGRES_RECONNECT_WINDOW_S,
             name=f"tusk-events-{self.schema}",
         )
         try:
@@ -718,6 +720,7 @@ class PostgresStore(EventStore):
             configure=configure,
             open=False,
             timeout=self._timeout,
+            reconnect_timeout=POSTGRES_RECONNECT_WINDOW_S,
             name=name or f"tusk-fujsen-{self.schema}",
         )
         pool.open()
