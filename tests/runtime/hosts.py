@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 GATEWAY = "10.231.77.1"
 """The root namespace's address on the bridge: the servers listen there."""
@@ -31,9 +32,11 @@ def netns_unavailable() -> str | None:
         return "creating network namespaces needs root"
     if shutil.which("ip") is None:
         return "the ip command (iproute2) is not installed"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"ip netns is unavailable: {probe.stderr.strip()}"
+    probe = f"{NETNS_PREFIX}probe"  # root without the capability (a container) cannot make one
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=30)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=30)
+    if made.returncode != 0:
+        return f"ip netns is unavailable: {made.stderr.strip()}"
     return None
 
 
@@ -104,11 +107,12 @@ class Hosts:
     def restore(self, i: int) -> None:
         _ip("link", "set", f"tvh{i}a", "up")
 
-    def spawn(self, i: int, argv: list[str], *, env: dict[str, str], stdout: object = None,
-              stderr: object = None, cwd: str | Path | None = None) -> subprocess.Popen[bytes]:
-        """Run ``argv`` inside host ``i`` (``ip netns exec`` execs it: the PID is the command's)."""
+    def spawn(self, i: int, argv: list[str], *, env: dict[str, str], out: IO[bytes] | None = None,
+              cwd: str | Path | None = None) -> subprocess.Popen[bytes]:
+        """Run ``argv`` inside host ``i``, stdout and stderr to ``out`` (``ip netns exec`` execs
+        the command: the PID is its own)."""
         proc = subprocess.Popen(["ip", "netns", "exec", self.netns(i), *argv], env=env, cwd=cwd,
-                                stdout=stdout, stderr=stderr)  # type: ignore[arg-type]
+                                stdout=out, stderr=out)
         self.procs.append(proc)
         return proc
 

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,6 +135,11 @@ def handled(pg_url: str) -> dict[str, int]:
     return {svc: int(n) for svc, n in rows}
 
 
+def all_handled(pg_url: str, n: int) -> Callable[[], bool]:
+    """A check: every service has handled ``n`` orders."""
+    return lambda: handled(pg_url) == {svc: n for svc in SERVICES}
+
+
 def effects_by_host(pg_url: str, orders: set[str]) -> Counter[int]:
     from tusk_events.store import open_store
 
@@ -144,7 +150,7 @@ def effects_by_host(pg_url: str, orders: set[str]) -> Counter[int]:
         )
 
 
-def consumers(redis_url: str) -> list[dict[str, object]]:
+def consumers(redis_url: str) -> list[dict[str, Any]]:
     """Every consumer of every group on the order stream (name, pending, idle)."""
     import redis
 
@@ -178,7 +184,7 @@ def reading_from(redis_url: str, address: str) -> bool:
         r.close()
 
 
-def of_host(cons: list[dict[str, object]], pids: set[int]) -> list[dict[str, object]]:
+def of_host(cons: list[dict[str, Any]], pids: set[int]) -> list[dict[str, Any]]:
     """The consumers whose name carries one of ``pids`` (``<hostname>-<pid>-<service>-<n>``)."""
     return [c for c in cons if any(f"-{pid}-" in str(c["name"]) for pid in pids)]
 
@@ -240,7 +246,7 @@ def test_host_cut_off_mid_stream_and_back(hosts: Hosts, tmp_path: Path) -> None:
         sups = [
             hosts.spawn(i, [sys.executable, "-m", "tusk_events", "run", str(configs[i - 1]),
                             "--processes", "2", "--no-startup", "-q"],
-                        env=env, cwd=ROOT, stdout=logs[i - 1], stderr=logs[i - 1])
+                        env=env, cwd=ROOT, out=logs[i - 1])
             for i in range(1, HOSTS + 1)
         ]
         try:
@@ -286,8 +292,7 @@ def test_host_cut_off_mid_stream_and_back(hosts: Hosts, tmp_path: Path) -> None:
                     later += [rt.publish("order", {"i": n}, id=f"later-{n}").id
                               for n in range(len(later), len(later) + LATER)]
                     rt.relay.flush()
-                    expected = {s: ORDERS + len(later) for s in SERVICES}
-                    wait_until("the later orders handled", lambda e=expected: handled(pg.url) == e, 60)
+                    wait_until("the later orders handled", all_handled(pg.url, ORDERS + len(later)), 60)
                     by_host = effects_by_host(pg.url, set(later))
                     if by_host[1] or time.monotonic() - back > 60:
                         break
