@@ -221,11 +221,12 @@ def test_host_cut_off_mid_stream_and_back(hosts: Hosts, tmp_path: Path) -> None:
     from tusk_events import TSK
     from tusk_events.runtime.core import Runtime
 
-    redis_server = PrivateRedis(REDIS_PORT, tmp_path, host=GATEWAY)
-    redis_server.start()
     pg = PrivatePostgres(PG_PORT, tmp_path, host=GATEWAY, clients="10.231.77.0/24")
+    redis_server: PrivateRedis | None = None
     try:
+        redis_server = PrivateRedis(REDIS_PORT, tmp_path, host=GATEWAY)
         pg.start()
+        redis_server.start()
         env = dict(os.environ, EVENT_BUS=redis_server.url, EVENT_STORE=pg.url,
                    PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
         configs = []
@@ -315,5 +316,6 @@ def test_host_cut_off_mid_stream_and_back(hosts: Hosts, tmp_path: Path) -> None:
             text = (tmp_path / f"host{i}.log").read_text(errors="replace")
             assert code in (0, 143), f"host {i} exited {code}:\n{text[-3000:]}"
     finally:
-        redis_server.kill()
+        if redis_server is not None:
+            redis_server.kill()
         pg.remove()
