@@ -45,10 +45,12 @@ from tusk_events.defaults import (
     FUJSEN_SQL_TIMEOUT_S,
     POSTGRES_APPEND_CHUNK,
     POSTGRES_CONNECT_TIMEOUT_S,
+    POSTGRES_DEAD_PEER_S,
     POSTGRES_FUJSEN_POOL_MAX_SIZE,
     POSTGRES_POOL_MAX_SIZE,
     POSTGRES_POOL_MIN_SIZE,
     POSTGRES_POOL_TIMEOUT_S,
+    POSTGRES_RECONNECT_WINDOW_S,
     POSTGRES_UNIT_POOL_MAX_SIZE,
 )
 from tusk_events.errors import StoreError
@@ -163,6 +165,31 @@ def _split_url(url: str) -> tuple[str, dict[str, int], str]:
     return conninfo, options, shown
 
 
+def liveness(conninfo: str) -> dict[str, Any]:
+    """libpq parameters that bound how long a dead peer goes unnoticed (``POSTGRES_DEAD_PEER_S``).
+
+    Both ends: the client's keepalives and ``tcp_user_timeout``, and the same for the server's
+    side of the session (``options``), because only the server can end the transaction of a
+    host that vanished. What the URL sets itself is kept.
+    """
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(conninfo)
+    idle = max(1, POSTGRES_DEAD_PEER_S // 2)
+    count = 5
+    interval = max(1, (POSTGRES_DEAD_PEER_S - idle) // count)
+    client = {"keepalives": 1, "keepalives_idle": idle, "keepalives_interval": interval,
+              "keepalives_count": count, "tcp_user_timeout": POSTGRES_DEAD_PEER_S * 1000}
+    out: dict[str, Any] = {k: v for k, v in client.items() if k not in given}
+    options = str(given.get("options") or "")
+    if "tcp_keepalives" not in options and "tcp_user_timeout" not in options:
+        server = " ".join(f"-c tcp_{k}={v}" for k, v in (
+            ("keepalives_idle", idle), ("keepalives_interval", interval), ("keepalives_count", count),
+            ("user_timeout", POSTGRES_DEAD_PEER_S * 1000)))
+        out["options"] = f"{options} {server}".strip()
+    return out
+
+
 def _batched(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
     it = iter(rows)
     while chunk := list(islice(it, size)):
@@ -215,7 +242,7 @@ class PostgresStore(EventStore):
         if min_size < 0 or max_size < max(min_size, 1):
             raise StoreError(f"bad pool sizes: min {min_size}, max {max_size}")
         self._conninfo = conninfo
-        self._kwargs: dict[str, Any] = {"autocommit": True}
+        self._kwargs: dict[str, Any] = {"autocommit": True, **liveness(conninfo)}
         if "connect_timeout" not in conninfo:
             self._kwargs["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
         self._timeout = timeout
@@ -237,6 +264,7 @@ class PostgresStore(EventStore):
             kwargs=self._kwargs,
             open=False,
             timeout=timeout,
+            reconnect_timeout=POSTGRES_RECONNECT_WINDOW_S,
             name=f"tusk-events-{self.schema}",
         )
         try:
@@ -700,6 +728,7 @@ class PostgresStore(EventStore):
             configure=configure,
             open=False,
             timeout=self._timeout,
+            reconnect_timeout=POSTGRES_RECONNECT_WINDOW_S,
             name=name or f"tusk-fujsen-{self.schema}",
         )
         pool.open()
