@@ -492,7 +492,8 @@ class RedisHelper(Facade):
                     real = self._allowed[url]
                     if self._strict and real.startswith("memory://"):
                         violate("redis.from_url: the in-process memory:// bus is not open to untrusted configs")
-                    client = RedisClient(budget.blocking(_open_redis, real), url, self._strict)
+                    opener = _open_capped_redis if self._strict else _open_redis
+                    client = RedisClient(budget.blocking(opener, real), url, self._strict)
                     self._clients[url] = client
         return client
 
@@ -502,6 +503,15 @@ def _open_redis(url: str) -> Any:
     from tusk_events.bus import redis_client
 
     return redis_client(url)
+
+
+def _open_capped_redis(url: str) -> Any:
+    """A client of this config's own whose replies are read within the helper call's
+    allowance (:mod:`tusk_events.fujsen.replycap`): a big value is refused from its header."""
+    from tusk_events.bus import new_redis_client
+    from tusk_events.fujsen.replycap import parser_for
+
+    return new_redis_client(url, parser_class=parser_for(url))
 
 
 # --- SQL on the event store ----------------------------------------------------------------

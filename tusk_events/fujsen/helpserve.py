@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tusk_events.errors import FujsenError, FujsenTimeout, SandboxViolation
-from tusk_events.fujsen import budget, helpers
+from tusk_events.fujsen import budget, helpers, replycap
 from tusk_events.fujsen.guards import Violation
 from tusk_events.fujsen.wire import Channel, ProtocolError
 from tusk_events.store import sqlguard
@@ -61,6 +61,8 @@ class HelperServer:
         st = budget.state()
         saved = st.violation
         saved_deadline = sqlguard.call_deadline(deadline)
+        # what an untrusted config's redis client may read for this request: one reply frame
+        saved_allowance = replycap.set_allowance(self.channel.limit)
         try:
             value = self._dispatch(frame, msg)
             try:
@@ -82,6 +84,7 @@ class HelperServer:
         finally:
             st.violation = saved
             sqlguard.call_deadline(saved_deadline)
+            replycap.restore(saved_allowance)
 
     def _dispatch(self, frame: _Frame, msg: tuple[Any, ...]) -> Any:
         tag = msg[0]
