@@ -50,9 +50,9 @@ def _charge(need: int, what: str) -> None:
     left: int = _local.left
     if need > left:
         limit: int = _local.limit
-        room = f"the {limit:,} bytes" if left == limit else f"the {left:,} bytes left of the {limit:,}"
         raise _classes()[0](
-            f"redis: a reply of {what} exceeds {room} one helper call may read; "
+            f"redis: a reply of {what} exceeds the {limit:,} bytes one helper call may read "
+            f"({left:,} left); "
             "read it in parts (GETRANGE, LRANGE, HSCAN/SSCAN/ZSCAN with COUNT, XRANGE with COUNT)"
         )
     _local.left = left - need
