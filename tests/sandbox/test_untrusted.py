@@ -328,8 +328,20 @@ def test_untrusted_redis_refuses_blocking_commands_glob_bombs_and_the_memory_bus
         with pytest.raises(SandboxViolation, match=why):
             cfg.execute_fujsen("s", "f")
     mem = untrusted(fujsen("return redis.from_url(event_bus).set('k', 'v')"))
-    with pytest.raises(SandboxViolation, match="memory://"):
+    with pytest.raises(SandboxViolation, match="memory://") as refused:
         mem.execute_fujsen("s", "f")
+    assert "\n" not in str(refused.value) and "run them on a redis:// bus" in str(refused.value)
+
+
+def test_cli_reports_the_closed_memory_bus_in_one_line(tmp_path):
+    cfg = tmp_path / "c.tsk"
+    cfg.write_text(fujsen("return redis.from_url(event_bus).set('k', 'v')"))
+    env = dict(os.environ, EVENT_BUS="memory://", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "tusk_events", "exec", str(cfg), "s", "f", "--untrusted"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "memory:// bus is not open to untrusted configs" in lines[0], out.stderr
 
 
 def _brick(store_url: str, trust: str) -> None:
@@ -694,3 +706,19 @@ def test_postgres_statements_end_at_their_last_token(sql, returning, text):
         assert f"\n{text}\n" in wrapped and "record_send" in wrapped
     else:
         assert wrapped == text
+
+
+def test_sqlite_rows_that_grow_late_in_a_result_are_capped_row_by_row(tmp_path):
+    # a tiny first row would size the next fetch for tiny rows: 256 rows of 4 MiB in one batch
+    big = 4 << 20
+    text = fujsen(f"""
+        if args[0] == "warm":
+            return query("SELECT 1")[0][0]
+        return len(query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) "
+                         "SELECT CASE WHEN x = 1 THEN 'a' ELSE zeroblob({big}) END FROM c"))
+    """)
+    env = {"EVENT_BUS": "memory://", "EVENT_STORE": f"sqlite:///{tmp_path}/ev.db"}
+    grew, (outcome, after) = _peak({"text": text, "env": env})
+    assert after == 1
+    assert f"more than {FUJSEN_SQL_MAX_BYTES:,} bytes" in outcome, outcome
+    assert grew <= 40 << 20, f"the parent grew {grew >> 20} MiB"

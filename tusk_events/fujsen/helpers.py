@@ -491,7 +491,10 @@ class RedisHelper(Facade):
                         violate("too many distinct bus URLs opened by this config's fujsen")
                     real = self._allowed[url]
                     if self._strict and real.startswith("memory://"):
-                        violate("redis.from_url: the in-process memory:// bus is not open to untrusted configs")
+                        violate(
+                            "redis.from_url: the in-process memory:// bus is not open to untrusted configs "
+                            "(its memory and CPU are the runtime's own); run them on a redis:// bus"
+                        )
                     opener = _open_capped_redis if self._strict else _open_redis
                     client = RedisClient(budget.blocking(opener, real), url, self._strict)
                     self._clients[url] = client

@@ -422,12 +422,14 @@ def statement_timeout() -> float:
     return max(0.001, min(FUJSEN_SQL_TIMEOUT_S, deadline - time.monotonic()))
 
 
-def fetch_capped(cur: Any) -> list[tuple[Any, ...]]:
+def fetch_capped(cur: Any, *, batched: bool = True) -> list[tuple[Any, ...]]:
     """Rows of ``cur``, fetched in batches, refused once they pass the row *or* byte cap.
 
     Bytes are counted as rows arrive (text and blobs by length, other values as 8). The first
-    batch is one row and later batches are sized from the rows seen so far, so a result of a
-    few huge values stops after about one value, not after a batch of them.
+    batch is one row and later batches are sized from the rows seen so far, so a result of
+    uniform rows stops after about one batch. Rows that grow later in a result could still
+    fill a batch: PostgreSQL bounds that on the server (:func:`bounded_sql`); SQLite, whose
+    rows cost no round trip, is read one row at a time (``batched=False``).
     """
     rows: list[tuple[Any, ...]] = []
     size = 0
@@ -446,8 +448,9 @@ def fetch_capped(cur: Any) -> list[tuple[Any, ...]]:
             )
         if len(rows) > FUJSEN_SQL_MAX_ROWS:
             return rows  # the store's row check names the limit
-        per_row = size // len(rows) + 1
-        batch = max(1, min(FUJSEN_SQL_FETCH_BATCH, (FUJSEN_SQL_MAX_BYTES - size) // per_row))
+        if batched:
+            per_row = size // len(rows) + 1
+            batch = max(1, min(FUJSEN_SQL_FETCH_BATCH, (FUJSEN_SQL_MAX_BYTES - size) // per_row))
 
 
 def check(sql: str, nparams: int, dialect: Dialect) -> Checked:
