@@ -462,8 +462,10 @@ class RedisHelper(Facade):
 
     ``allowed_urls`` may map the URL a fujsen names to the one opened (an untrusted config
     sees the operator's bus without its credentials); ``strict`` applies the untrusted rules
-    of :func:`check_command` and refuses the in-process ``memory://`` bus, whose memory and
-    CPU would be the parent's.
+    of :func:`check_command`, opens clients of its own whose replies are refused from their
+    header past the helper call's allowance (:mod:`tusk_events.fujsen.replycap`), and refuses
+    the in-process ``memory://`` bus, whose memory and CPU would be the parent's (bounding its
+    values and glob matching would mean metering fakeredis from inside).
     """
 
     __slots__ = ("_allowed", "_clients", "_lock", "_strict")
