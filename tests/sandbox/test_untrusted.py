@@ -722,3 +722,43 @@ def test_sqlite_rows_that_grow_late_in_a_result_are_capped_row_by_row(tmp_path):
     assert after == 1
     assert f"more than {FUJSEN_SQL_MAX_BYTES:,} bytes" in outcome, outcome
     assert grew <= 40 << 20, f"the parent grew {grew >> 20} MiB"
+
+
+def test_postgres_bounded_statements_return_what_plain_ones_do():
+    from tusk_events.store import open_store
+    from tusk_events.store.sqlguard import bound_results
+
+    store = open_store(_pg())
+    tag = f"shape-{uuid.uuid4().hex[:8]}"
+    statements = [
+        ("SELECT 1 AS a, 'x' AS a, NULL, 2.5 -- a trailing comment", ()),
+        ("SELECT n FROM generate_series(1, 5) AS n ORDER BY n DESC;", ()),
+        ("WITH x AS (SELECT ? AS v) SELECT v, v FROM x", ("w",)),
+        ("INSERT INTO event_store (event_type, payload) VALUES (?, ?) RETURNING event_type, payload", (tag, "p")),
+        ("UPDATE event_store SET payload = ? WHERE event_type = ? RETURNING payload", ("q", tag)),
+        ("SELECT event_type FROM event_store WHERE event_type = ? FOR UPDATE", (tag,)),
+    ]
+    try:
+        for sql, params in statements:
+            results = []
+            for bounded in (False, True):
+                saved = bound_results(bounded)
+                try:
+                    results.append(store.query(sql, params))
+                finally:
+                    bound_results(saved)
+            assert results[0] == results[1], sql
+            assert results[0], sql
+        saved = bound_results(True)
+        try:
+            assert store.execute("UPDATE event_store SET payload = ? WHERE event_type = ?", ("r", tag)) == 2
+            with pytest.raises(TuskError, match=f"more than {FUJSEN_SQL_MAX_BYTES:,} bytes"):
+                store.query("SELECT repeat(?, 9000000)", ("x",))
+        finally:
+            bound_results(saved)
+    finally:
+        import psycopg
+
+        with psycopg.connect(_pg(), autocommit=True) as conn:
+            conn.execute("DELETE FROM event_store WHERE event_type = %s", (tag,))
+        store.close()

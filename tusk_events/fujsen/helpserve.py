@@ -56,11 +56,13 @@ class HelperServer:
     def _serve(self, frame: _Frame, msg: tuple[Any, ...], deadline: float | None = None) -> bytes:
         """Run one proxied helper call here, with the real facades; returns the reply frame.
 
-        ``deadline`` (an untrusted config's call) also ends the SQL the helper runs.
+        ``deadline`` (an untrusted config's call) also ends the SQL the helper runs and has
+        the database bound its results (:func:`~tusk_events.store.sqlguard.bounded_sql`).
         """
         st = budget.state()
         saved = st.violation
         saved_deadline = sqlguard.call_deadline(deadline)
+        saved_bounded = sqlguard.bound_results(deadline is not None)
         # what an untrusted config's redis client may read for this request: one reply frame
         saved_allowance = replycap.set_allowance(self.channel.limit)
         try:
@@ -84,6 +86,7 @@ class HelperServer:
         finally:
             st.violation = saved
             sqlguard.call_deadline(saved_deadline)
+            sqlguard.bound_results(saved_bounded)
             replycap.restore(saved_allowance)
 
     def _dispatch(self, frame: _Frame, msg: tuple[Any, ...]) -> Any:

@@ -701,7 +701,7 @@ class PostgresStore(EventStore):
         self, checked: sqlguard.Checked, params: tuple[Any, ...], *, want_rows: bool
     ) -> tuple[list[tuple[Any, ...]], int]:
         return self._run_restricted(
-            sqlguard.bounded_sql(checked), params, want_rows=want_rows, write=checked.verb != "select"
+            sqlguard.sql_for(checked), params, want_rows=want_rows, write=checked.verb != "select"
         )
 
     def _run_restricted(
@@ -716,8 +716,8 @@ class PostgresStore(EventStore):
                 limit = sqlguard.statement_timeout()
                 if limit < FUJSEN_SQL_TIMEOUT_S:  # the calling fujsen has less time left
                     conn.execute(f"SET LOCAL statement_timeout = {max(1, int(limit * 1000))}")
-                # reads go through a server-side cursor, and the server refuses rows past the
-                # byte cap (bounded_sql), so libpq never buffers more than the cap
+                # reads go through a server-side cursor; for an untrusted config the server also
+                # refuses rows past the byte cap (bounded_sql), so libpq never buffers more
                 with conn.cursor(name="tusk_fujsen") if not write else conn.cursor() as cur:
                     # binary results use the extended protocol: one statement, always.
                     cur.execute(sql, params, binary=True)

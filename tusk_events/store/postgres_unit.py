@@ -67,9 +67,9 @@ class PostgresUnit(Unit):
             raise store._error("fujsen SQL failed", e) from e
         try:
             with conn.cursor() as cur:
-                # the server refuses a result past the byte cap (bounded_sql): libpq buffers
-                # at most the cap
-                cur.execute(sqlguard.bounded_sql(checked), values, binary=True)
+                # for an untrusted config the server refuses a result past the byte cap
+                # (bounded_sql): libpq buffers at most the cap
+                cur.execute(sqlguard.sql_for(checked), values, binary=True)
                 rows = []
                 if want_rows and cur.description is not None:
                     rows = sqlguard.fetch_capped(cur)

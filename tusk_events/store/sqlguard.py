@@ -125,7 +125,7 @@ class Checked:
     """SQL that passed the guard: the text to send and its top-level verb.
 
     On PostgreSQL the text ends at its last token (no ``;`` or comment after it), so it can be
-    wrapped (:func:`tusk_events.store.postgres.bounded_sql`); ``returning`` says whether a write
+    wrapped (:func:`bounded_sql`); ``returning`` says whether a write
     returns rows.
     """
 
@@ -414,6 +414,21 @@ def call_deadline(deadline: float | None) -> float | None:
     return previous
 
 
+def bound_results(on: bool) -> bool:
+    """Whether SQL run for the current fujsen call (this thread) has its results bounded on the
+    server (:func:`bounded_sql`): set for untrusted configs. Returns the previous value."""
+    previous: bool = getattr(_local, "bounded", False)
+    _local.bounded = on
+    return previous
+
+
+def sql_for(checked: Checked) -> str:
+    """The text to send for ``checked`` on PostgreSQL: bounded on the server when this thread's
+    call asks for it, else as written (a trusted config's reads skip the wrapper's cost, 1.2-2x
+    per statement, and keep the client-side cap of :func:`fetch_capped`)."""
+    return bounded_sql(checked) if getattr(_local, "bounded", False) else checked.sql
+
+
 def statement_timeout() -> float:
     """Seconds the next fujsen statement may run: the store's cap, or less when the call's time is short."""
     deadline = getattr(_local, "deadline", None)
@@ -428,8 +443,9 @@ def fetch_capped(cur: Any, *, batched: bool = True) -> list[tuple[Any, ...]]:
     Bytes are counted as rows arrive (text and blobs by length, other values as 8). The first
     batch is one row and later batches are sized from the rows seen so far, so a result of
     uniform rows stops after about one batch. Rows that grow later in a result could still
-    fill a batch: PostgreSQL bounds that on the server (:func:`bounded_sql`); SQLite, whose
-    rows cost no round trip, is read one row at a time (``batched=False``).
+    fill a batch: for untrusted configs PostgreSQL bounds that on the server
+    (:func:`bounded_sql`); SQLite, whose rows cost no round trip, is read one row at a time
+    (``batched=False``).
     """
     rows: list[tuple[Any, ...]] = []
     size = 0
@@ -513,6 +529,6 @@ def check(sql: str, nparams: int, dialect: Dialect) -> Checked:
 
 
 __all__ = [
-    "ALLOWED_FIRST", "Checked", "Dialect", "SqlRefused", "bounded_sql", "call_deadline", "check", "fetch_capped",
-    "refuse", "result_too_large", "statement_timeout",
+    "ALLOWED_FIRST", "Checked", "Dialect", "SqlRefused", "bound_results", "bounded_sql", "call_deadline", "check",
+    "fetch_capped", "refuse", "result_too_large", "sql_for", "statement_timeout",
 ]
