@@ -424,8 +424,8 @@ def bound_results(on: bool) -> bool:
 
 def sql_for(checked: Checked) -> str:
     """The text to send for ``checked`` on PostgreSQL: bounded on the server when this thread's
-    call asks for it, else as written (a trusted config's reads skip the wrapper's cost, 1.2-2x
-    per statement, and keep the client-side cap of :func:`fetch_capped`)."""
+    call asks for it, else as written (a trusted config's reads skip the wrapper's cost, 1.1-1.6x
+    per statement in ``benchmarks/fujsen_sql.py``, and keep the client-side cap of :func:`fetch_capped`)."""
     return bounded_sql(checked) if getattr(_local, "bounded", False) else checked.sql
 
 
