@@ -762,3 +762,22 @@ def test_postgres_bounded_statements_return_what_plain_ones_do():
         with psycopg.connect(_pg(), autocommit=True) as conn:
             conn.execute("DELETE FROM event_store WHERE event_type = %s", (tag,))
         store.close()
+
+
+def test_a_long_redis_list_is_refused_from_its_element_count():
+    import redis as redis_py
+
+    url = need_redis()
+    key = f"long-{uuid.uuid4().hex[:8]}"
+    outside = redis_py.Redis.from_url(url)
+    pipe = outside.pipeline(transaction=False)
+    for start in range(0, 400_000, 50_000):
+        pipe.rpush(key, *([b"x"] * 50_000))
+    pipe.execute()
+    cfg = untrusted(fujsen(f"return len(redis.from_url(event_bus).lrange('{key}', 0, args[0]))"), {"EVENT_BUS": url})
+    try:
+        assert cfg.execute_fujsen("s", "f", 99_999) == 100_000  # 700 KB of replies: within the allowance
+        with pytest.raises(FujsenError, match="a reply of 400,000 elements exceeds the 1,048,576 bytes"):
+            cfg.execute_fujsen("s", "f", -1)
+    finally:
+        outside.delete(key)

@@ -46,7 +46,8 @@ def restore(saved: tuple[int | None, int]) -> None:
     _local.left, _local.limit = saved
 
 
-def _charge(need: int, what: str) -> None:
+def _charge(need: int, what: str, *, consume: bool = True) -> None:
+    """Take ``need`` bytes from the allowance (or only check they are there), else refuse."""
     left: int = _local.left
     if need > left:
         limit: int = _local.limit
@@ -55,7 +56,8 @@ def _charge(need: int, what: str) -> None:
             f"({left:,} left); "
             "read it in parts (GETRANGE, LRANGE, HSCAN/SSCAN/ZSCAN with COUNT, XRANGE with COUNT)"
         )
-    _local.left = left - need
+    if consume:
+        _local.left = left - need
 
 
 @functools.cache
@@ -85,10 +87,10 @@ def _classes() -> tuple[type[ReplyTooLarge], type[Any], type[Any]]:
                     return line  # not a length: a status, an error, a double
                 if kind[0] in _BULK:
                     _charge(n + 2, f"{n + 2:,} bytes")
-                elif kind[0] in _AGGREGATE:
-                    _charge(n * _MIN_ELEMENT, f"{n:,} elements")
+                elif kind[0] in _AGGREGATE:  # checked here, charged as the elements arrive
+                    _charge(n * _MIN_ELEMENT, f"{n:,} elements", consume=False)
                 elif kind[0] in _PAIRS:
-                    _charge(2 * n * _MIN_ELEMENT, f"{n:,} pairs")
+                    _charge(2 * n * _MIN_ELEMENT, f"{n:,} pairs", consume=False)
             return line
 
     class Capped:
