@@ -781,3 +781,21 @@ def test_a_long_redis_list_is_refused_from_its_element_count():
             cfg.execute_fujsen("s", "f", -1)
     finally:
         outside.delete(key)
+
+
+def test_the_untrusted_redis_helper_refuses_a_client_it_cannot_bound(monkeypatch):
+    import tusk_events.bus
+    from tusk_events.fujsen import helpers
+    from tusk_events.fujsen.guards import Violation
+
+    class ClusterLike:  # redis-py's cluster client: no single pool, and the parser it was given is dropped
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    made = ClusterLike()
+    monkeypatch.setattr(tusk_events.bus, "new_redis_client", lambda url, parser_class: made)
+    with pytest.raises(Violation, match="single Redis server only"):
+        helpers._open_capped_redis("redis+cluster://127.0.0.1:7000")
+    assert made.closed

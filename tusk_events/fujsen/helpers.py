@@ -512,11 +512,24 @@ def _open_redis(url: str) -> Any:
 
 def _open_capped_redis(url: str) -> Any:
     """A client of this config's own whose replies are read within the helper call's
-    allowance (:mod:`tusk_events.fujsen.replycap`): a big value is refused from its header."""
+    allowance (:mod:`tusk_events.fujsen.replycap`): a big value is refused from its header.
+
+    Only on one Redis server: redis-py's cluster client drops the parser it is given, so a
+    cluster's replies could not be bounded; the helper is refused there rather than unbounded.
+    """
     from tusk_events.bus import new_redis_client
     from tusk_events.fujsen.replycap import parser_for
 
-    return new_redis_client(url, parser_class=parser_for(url))
+    parser = parser_for(url)
+    client = new_redis_client(url, parser_class=parser)
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or pool.connection_kwargs.get("parser_class") is not parser:
+        client.close()
+        violate(
+            "redis.from_url: untrusted configs may use the redis helper on a single Redis server only "
+            "(a cluster's reply sizes cannot be bounded)"
+        )
+    return client
 
 
 # --- SQL on the event store ----------------------------------------------------------------
