@@ -176,16 +176,22 @@ def _client_options(
     return opts
 
 
-def open_client(url: str) -> Any:
+def open_client(url: str, *, parser_class: Any = None) -> Any:
     """A pooled redis-py client for ``url`` with the bus's timeouts and redis-py's own retries
-    (a ``RedisCluster`` when ``url`` is a cluster: ``redis+cluster://`` or a cluster node)."""
+    (a ``RedisCluster`` when ``url`` is a cluster: ``redis+cluster://`` or a cluster node).
+
+    ``parser_class`` replaces redis-py's reply parser (e.g. one that caps reply sizes).
+    """
+    options = _client_options()
+    if parser_class is not None:
+        options["parser_class"] = parser_class
     seeded = cluster_seeds(url)
     if seeded is not None or is_cluster_node(url):
         return cluster_client(
-            seeded[0] if seeded else url, seeded[1] if seeded else None, **_client_options()
+            seeded[0] if seeded else url, seeded[1] if seeded else None, **options
         )
     try:
-        return redis.Redis.from_url(url, **_client_options())
+        return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise BusError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
 

@@ -738,7 +738,7 @@ class PostgresStore(EventStore):
         self, checked: sqlguard.Checked, params: tuple[Any, ...], *, want_rows: bool
     ) -> tuple[list[tuple[Any, ...]], int]:
         return self._run_restricted(
-            checked.sql, params, want_rows=want_rows, write=checked.verb != "select"
+            sqlguard.sql_for(checked), params, want_rows=want_rows, write=checked.verb != "select"
         )
 
     def _run_restricted(
@@ -753,8 +753,8 @@ class PostgresStore(EventStore):
                 limit = sqlguard.statement_timeout()
                 if limit < FUJSEN_SQL_TIMEOUT_S:  # the calling fujsen has less time left
                     conn.execute(f"SET LOCAL statement_timeout = {max(1, int(limit * 1000))}")
-                # reads go through a server-side cursor, so the byte cap stops a large result
-                # batch by batch instead of after libpq buffered all of it
+                # reads go through a server-side cursor; for an untrusted config the server also
+                # refuses rows past the byte cap (bounded_sql), so libpq never buffers more
                 with conn.cursor(name="tusk_fujsen") if not write else conn.cursor() as cur:
                     # binary results use the extended protocol: one statement, always.
                     cur.execute(sql, params, binary=True)
@@ -771,6 +771,8 @@ class PostgresStore(EventStore):
             raise sqlguard.SqlRefused(f"statement refused: {e.diag.message_primary}") from e
         except errors.QueryCanceled as e:
             raise StoreError(f"fujsen SQL ran longer than {FUJSEN_SQL_TIMEOUT_S} s") from e
+        except errors.InvalidTextRepresentation as e:
+            raise (sqlguard.result_too_large(e.diag.message_primary) or self._error("fujsen SQL failed", e)) from e
         except (psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error("fujsen SQL failed", e) from e
         return self._limit_rows(rows), rowcount

@@ -649,7 +649,7 @@ class SQLiteStore(EventStore):
                 cur = held.conn.execute(sql, params)
                 rows = []
                 if want_rows and cur.description is not None:
-                    rows = sqlguard.fetch_capped(cur)  # rows and bytes, counted as they come
+                    rows = sqlguard.fetch_capped(cur, batched=False)  # rows and bytes, counted per row
                 rowcount = cur.rowcount
             except sqlite3.Error as e:
                 if guard.reason is not None:
