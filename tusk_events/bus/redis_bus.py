@@ -68,7 +68,14 @@ from typing import Any, Literal
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from tusk_events.bus.base import (
@@ -216,6 +223,16 @@ _RETRYABLE = ("READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "M
 """Error replies of a server in failover or start-up, or of a cluster node that no longer
 serves the bus's slot: the same command succeeds later (on the node the topology names)."""
 
+_RETRYABLE_CLASSES = (ReadOnlyError, ClusterDownError, TryAgainError, AskError, BusyLoadingError)
+"""The same replies as redis-py's parser hands them over: it maps these codes to their own
+classes (MOVED and MASTERDOWN are subclasses) and strips the code from the message."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _RETRYABLE_CLASSES) or (
+        isinstance(exc, ResponseError) and str(exc).startswith(_RETRYABLE)
+    )
+
 
 def _is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith(_GONE)
@@ -227,8 +244,8 @@ class _Retryable(Exception):
 
 def _check(exc: ResponseError, what: str) -> None:
     """Raise ``exc`` as _Retryable or as a BusError; never returns."""
-    if str(exc).startswith(_RETRYABLE):
-        raise _Retryable(str(exc)) from exc
+    if _retryable(exc):
+        raise _Retryable(f"{getattr(exc, 'status_code', None) or type(exc).__name__}: {exc}") from exc
     raise BusError(f"{what}: {exc}") from exc
 
 
@@ -424,10 +441,8 @@ class RedisBus(Bus):
         while True:
             try:
                 replies = self._once(commands)
-                if self.cluster and attempt < self.retries and any(
-                    isinstance(r, ResponseError) and str(r).startswith(_RETRYABLE) for r in replies
-                ):
-                    raise redis.ConnectionError(next(str(r) for r in replies if isinstance(r, ResponseError)))
+                if self.cluster and attempt < self.retries and any(_retryable(r) for r in replies):
+                    raise redis.ConnectionError(next(str(r) for r in replies if _retryable(r)))
                 return replies
             except TRANSIENT as exc:
                 self.refresh_topology()

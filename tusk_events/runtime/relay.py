@@ -115,6 +115,9 @@ class Relay:
         self.handle_sync = handle_sync
         self.redeliver_since_s = redeliver_since_s
         self.epoch_key = f"bus_epoch:{redact_url(bus_url)}"
+        # on a Redis Cluster the epoch lives in the slot of the bus's keys: a master that comes back
+        # empty loses both, so the loss is seen (an untagged key could sit on a master that did not)
+        self.bus_epoch_key = getattr(bus, "key_tag", "") + BUS_EPOCH_KEY
         # an embedded bus starts empty in every process by design: its fresh epoch is news, not a loss
         self._notice = logging.INFO if bus_url.startswith("memory://") else logging.WARNING
         self.report = RelayReport()
@@ -207,8 +210,8 @@ class Relay:
 
     def _watch_bus(self) -> None:
         try:
-            self.client.set(BUS_EPOCH_KEY, uuid.uuid4().hex, nx=True)
-            raw = self.client.get(BUS_EPOCH_KEY)
+            self.client.set(self.bus_epoch_key, uuid.uuid4().hex, nx=True)
+            raw = self.client.get(self.bus_epoch_key)
         except Exception as e:  # noqa: BLE001 - any client failure: the bus is down, try later
             log.debug("cannot read the bus epoch: %s", e)
             return
