@@ -374,3 +374,41 @@ def test_slot_migration_while_consuming_loses_and_repeats_nothing(
     finally:
         orders.stop()
     _check_exactly_once(orders.store_url, ids)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_failover_tail_lost_on_the_bus_is_redelivered_from_the_store(
+    cluster_url: str, redis_cluster: PrivateCluster, tmp_path: Path
+) -> None:
+    """What a master acknowledged but its replica never got is gone after a failover, while the
+    keys (the bus epoch among them) survive on the replica: the relay sees another master serving
+    the bus's slot and re-delivers, from the store, what no service has handled yet."""
+    config = tmp_path / "orders.tsk"
+    config.write_text(ORDERS)
+    store_url = f"sqlite:///{tmp_path / 'events.db'}?synchronous=normal"
+    env = subprocess_env() | {"EVENT_BUS": cluster_url, "EVENT_STORE": store_url}
+    with Runtime([TSK.from_file(config, env=env)]) as rt:
+        rt.relay.tick()  # the epoch, and the master serving it, are known
+        ids = _publish(rt, 30, "tail")
+        rt.relay.flush()
+        redis_client(cluster_url).xtrim(ORDER_KEY, maxlen=0, approximate=False)  # never replicated
+        port = master_port_of(redis_cluster.ports[0], ORDER_KEY)
+        replica = replica_ports_of(port)[0]
+        cluster_cmd(replica, "CLUSTER", "FAILOVER")
+        _wait("the replica serving the slot", lambda: master_port_of(replica, ORDER_KEY) == replica, 30)
+
+        def redelivered() -> bool:
+            rt.relay.tick()
+            return rt.relay.report.redelivery_passes >= 1
+
+        _wait("the relay to re-deliver", redelivered, 30)
+        assert rt.relay.report.redelivered == {s: len(ids) for s in SERVICES}
+    run = subprocess.run(
+        [sys.executable, "-m", "tusk_events", "run", str(config), "--no-startup", "--until-idle"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode in (0, 3), run.stderr[-2000:]
+    assert _pending(cluster_url) == 0
+    _check_exactly_once(store_url, ids)

@@ -73,6 +73,19 @@ def key_tag(client: Any) -> str:
     return BUS_CLUSTER_TAG if isinstance(client, RedisCluster) else ""
 
 
+def serving_master(client: Any, key: str | bytes) -> str:
+    """``host:port`` of the master that serves ``key`` on a Redis Cluster ("" on one server).
+
+    It changes when a replica takes over: what the old master had acknowledged but not yet
+    replicated may be gone although the keys survived, which the relay must know."""
+    from redis.cluster import RedisCluster
+
+    if not isinstance(client, RedisCluster):
+        return ""
+    node = client.get_node_from_key(key)
+    return str(node.name) if node is not None else ""
+
+
 def cluster_client(url: str, seeds: list[tuple[str, int]] | None, **options: Any) -> Any:
     """A redis-py ``RedisCluster`` (it follows MOVED/ASK and failovers) seeded with ``seeds``."""
     from redis.cluster import ClusterNode, RedisCluster
@@ -96,4 +109,4 @@ def cluster_client(url: str, seeds: list[tuple[str, int]] | None, **options: Any
         raise BusError(f"cannot reach the Redis Cluster at {redact_url(url)}: {exc}") from exc
 
 
-__all__ = ["cluster_client", "cluster_seeds", "is_cluster_node", "key_tag"]
+__all__ = ["cluster_client", "cluster_seeds", "is_cluster_node", "key_tag", "serving_master"]

@@ -10,9 +10,11 @@ is sent. A caller retrying ``Runtime.publish`` with the same id stores nothing n
 The pass also watches the bus for data loss: a random id is written once under
 ``BUS_EPOCH_KEY`` and remembered in the store. When the key is gone or different (a Redis
 restarted without persistence, a failover that dropped the tail, the in-process bus of a new
-process), every stored event of the last ``redeliver_since`` seconds that a service has no
-tracking row for is delivered again (durable services: on the bus; sync services: handled
-here), and the counts are logged and kept in :attr:`Relay.report`. Dead-lettered events have a
+process), or on a Redis Cluster another master serves the bus's slot (a replica that took over
+may lack the last writes its master acknowledged, although the key survived), every stored
+event of the last ``redeliver_since`` seconds that a service has no tracking row for is
+delivered again (durable services: on the bus; sync services: handled here), and the counts
+are logged and kept in :attr:`Relay.report`. Dead-lettered events have a
 tracking row and are left alone.
 
 Several runtimes may run the relay on one store: a lease in the store (``RELAY_LEASE_S``,
@@ -32,6 +34,7 @@ from typing import Any
 
 from tusk_events.bus import Bus
 from tusk_events.bus.base import redact_url
+from tusk_events.bus.redis_cluster import serving_master
 from tusk_events.defaults import (
     BUS_EPOCH_KEY,
     REDELIVER_SINCE_S,
@@ -212,16 +215,19 @@ class Relay:
         try:
             self.client.set(self.bus_epoch_key, uuid.uuid4().hex, nx=True)
             raw = self.client.get(self.bus_epoch_key)
+            master = serving_master(self.client, self.bus_epoch_key)
         except Exception as e:  # noqa: BLE001 - any client failure: the bus is down, try later
             log.debug("cannot read the bus epoch: %s", e)
             return
         epoch = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if master:  # a replica took over: the tail it had not received is gone, the key is not
+            epoch = f"{epoch}@{master}"
         known = self.store.meta(self.epoch_key)
         if known == epoch:
             return
         if known is not None:
-            log.log(self._notice, "the bus lost its data (epoch %s, was %s): re-delivering from the store",
-                    epoch, known)
+            log.log(self._notice, "the bus lost its data or changed masters (epoch %s, was %s): "
+                    "re-delivering from the store", epoch, known)
             self.redeliver()
         # first sight of this bus: its history was delivered before tracking; remember it
         self.store.set_meta(self.epoch_key, epoch)
