@@ -308,6 +308,7 @@ def test_bus_master_restarted_without_its_data_the_runtime_recovers(
     epoch and re-delivers from the store: every order handled once, nothing pending, no crash."""
     if not redis_cluster.procs:
         pytest.skip("the cluster on the ports was not started by this test run: not restarting its nodes")
+    redis_cluster.wait_ok()  # a node an earlier test restarted is a synced replica again
     port = master_port_of(redis_cluster.ports[0], ORDER_KEY)
     replicas = replica_ports_of(port)
     orders = _Orders(tmp_path, cluster_url)
@@ -385,6 +386,7 @@ def test_failover_tail_lost_on_the_bus_is_redelivered_from_the_store(
     """What a master acknowledged but its replica never got is gone after a failover, while the
     keys (the bus epoch among them) survive on the replica: the relay sees another master serving
     the bus's slot and re-delivers, from the store, what no service has handled yet."""
+    redis_cluster.wait_ok()
     config = tmp_path / "orders.tsk"
     config.write_text(ORDERS)
     store_url = f"sqlite:///{tmp_path / 'events.db'}?synchronous=normal"
