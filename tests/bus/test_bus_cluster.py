@@ -414,3 +414,33 @@ def test_failover_tail_lost_on_the_bus_is_redelivered_from_the_store(
     assert run.returncode in (0, 3), run.stderr[-2000:]
     assert _pending(cluster_url) == 0
     _check_exactly_once(store_url, ids)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_publishing_during_a_slot_migration_follows_ask(cluster_url: str, redis_cluster: PrivateCluster) -> None:
+    """While the bus's slot moves key by key, a stream already moved answers ASK on the old master:
+    publishes follow it to the new one (``ASKING``) instead of failing after their retries."""
+    bus = connect(cluster_url)
+    try:
+        types = [f"t{i}" for i in range(40)]
+        bus.publish_many((t, 0) for t in types)  # forty streams to move, one at a time
+        src = master_port_of(redis_cluster.ports[0], ORDER_KEY)
+        dst = next(p for p in master_ports(redis_cluster.ports[0]) if p != src)
+        mover = threading.Thread(target=migrate_slot, args=(key_slot(ORDER_KEY), src, dst,
+                                                            master_ports(redis_cluster.ports[0])),
+                                 kwargs={"batch": 1, "pause_s": 0.1})
+        mover.start()
+        sent = 1
+        while mover.is_alive():
+            bus.publish_many((t, sent) for t in types)
+            sent += 1
+        mover.join()
+        bus.publish_many((t, sent) for t in types)
+        sent += 1
+        info = bus.stream_info(types)
+        assert {t: info[t].length for t in types} == {t: sent for t in types}
+        assert sent > 3  # the publishes overlapped the migration
+    finally:
+        bus.close()
