@@ -698,7 +698,10 @@ class _Reconnecting:
         if self.since is None:
             self.since = time.monotonic()
         if self.attempt == 0:
-            log.warning("%s lost its connection (%s); reconnecting", self.where, exc)
+            if isinstance(exc, _Retryable):  # failover, restart or resharding in progress
+                log.warning("%s: the server says try again (%s); reconnecting", self.where, exc)
+            else:
+                log.warning("%s lost its connection (%s); reconnecting", self.where, exc)
         else:
             log.debug("%s: reconnect attempt %d failed: %s", self.where, self.attempt, exc)
         self.last = exc
