@@ -4,7 +4,11 @@
     python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only progress
 
 The database index of ``--redis`` is flushed before each section (there is no default: name
-one you can lose).
+one you can lose). ``--redis`` may name a Redis Cluster (``redis+cluster://a:7101,b:7102``, or
+a node's ``redis://`` URL): every master is flushed then; the kill test on the tests' private
+cluster:
+
+    python benchmarks/runtime.py --redis redis+cluster://127.0.0.1:7101 --only kill --kill-n 20000
 
 1. Throughput of one worker (one thread) with a sandboxed handler, retries, dedup and DLQ
    enabled, against a raw redis-py consumer doing batched XREADGROUP/XACK with no handler,
@@ -46,8 +50,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-import redis  # noqa: E402
 
 from tusk_events import TSK  # noqa: E402
 from tusk_events.runtime import signals  # noqa: E402
@@ -103,9 +105,27 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def _client(url: str) -> Any:
+    """redis-py's client for ``url``: a ``RedisCluster`` when it names a cluster."""
+    from tusk_events.bus import redis_client
+
+    return redis_client(url)
+
+
+def _flush(url: str) -> None:
+    """Empty the benchmark's Redis: its database, or every master of a cluster."""
+    from redis.cluster import RedisCluster
+
+    client = _client(url)
+    if isinstance(client, RedisCluster):
+        client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        client.flushdb()
+
+
 def raw_consumer(url: str, n: int) -> float:
     """Batched XREADGROUP (100) + one XACK per batch, no handler: the floor."""
-    r = redis.Redis.from_url(url)
+    r = _client(url)
     r.delete("raw:stream")
     pipe = r.pipeline(transaction=False)
     for i in range(n):
@@ -128,7 +148,7 @@ def raw_consumer(url: str, n: int) -> float:
 
 def runtime_consumer(url: str, n: int, store_url: str) -> tuple[float, float]:
     """Events/s of Runtime.run_until_idle on n pre-published events; and handler-call µs."""
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     cfg = TSK.from_string(ONE_SERVICE, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     with Runtime([cfg]) as rt:
         rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
@@ -149,7 +169,7 @@ def bus_consumer(url: str, n: int, *, dedup: bool) -> float:
     """The bus alone with a no-op Python handler, with or without dedup."""
     from tusk_events.bus import connect
 
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     bus = connect(url)
     try:
         bus.publish_many(("tick", {"n": i}) for i in range(n))
@@ -186,7 +206,7 @@ def progress_consumer(url: str, n: int, store_url: str, mode: str, interval: flo
             finally:
                 spent[0] += time.perf_counter() - t
 
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     cfg = TSK.from_string(ONE_SERVICE, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     with Runtime([cfg]) as rt:
         rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
@@ -247,7 +267,7 @@ def bench_throughput(url: str, n: int, rounds: int, store_url: str) -> None:
 
 
 def bench_latency(url: str, rate: int, seconds: float, store_url: str) -> None:
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     cfg = TSK.from_string(ONE_SERVICE, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     latencies: list[float] = []
 
@@ -285,8 +305,8 @@ def bench_latency(url: str, rate: int, seconds: float, store_url: str) -> None:
 def bench_kill(url: str, n: int, tmp: Path, kills: int = 1) -> None:
     import random
 
-    r = redis.Redis.from_url(url)
-    r.flushdb()
+    r = _client(url)
+    _flush(url)
     cfg_path = tmp / "two.tsk"
     cfg_path.write_text(TWO_SERVICES)
     # synchronous=normal: WAL commits without an fsync each (the default FULL is fsync-bound)
@@ -330,7 +350,11 @@ def bench_kill(url: str, n: int, tmp: Path, kills: int = 1) -> None:
     for w in workers:
         w.send_signal(signal.SIGTERM)
         w.wait(30)
-    pending = sum(g["pending"] for g in r.xinfo_groups("tusk:stream:order"))
+    from tusk_events.bus import connect
+
+    bus = connect(url)
+    pending = sum(g.pending for g in bus.stream_info(["order"])["order"].groups.values())
+    bus.close()
     where = f"after {killed_at[0]:,} handlings" if kills == 1 else f"at random points ({min(killed_at):,} " \
         f"to {max(killed_at):,} handlings started)"
     print(f"kill test: {n:,} events x 2 services, 2 workers, {kills} SIGKILL(s) {where}, each worker restarted")
@@ -393,7 +417,7 @@ def _pg_schema(pg_url: str) -> tuple[str, Any]:
 
 def tracked_run(url: str, n: int, store_url: str, config: str, tracking: bool) -> float:
     """Events/s of run_until_idle on n pre-published events, tracking on or off."""
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     cfg = TSK.from_string(config, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     with Runtime([cfg], tracking=tracking) as rt:
         rt.bus.publish_many(("tick", {"n": i}) for i in range(n))

@@ -207,7 +207,7 @@ def test_a_bus_server_restart_that_kept_the_epoch_redelivers_to_durable_services
     from tusk_events.runtime import relay as relay_module
 
     server = {"id": "run-1"}
-    monkeypatch.setattr(relay_module, "_server_id", lambda client: server["id"])
+    monkeypatch.setattr(relay_module, "_server_id", lambda client, key="": server["id"])
     with runtime(store_url, delivery="durable") as rt:
         rt.relay.tick()  # remembers the epoch and the server
         rt.publish("order_placed", {"i": 0})
@@ -236,7 +236,7 @@ def test_a_bus_server_restart_leaves_sync_services_alone(
     from tusk_events.runtime import relay as relay_module
 
     server = {"id": "run-1"}
-    monkeypatch.setattr(relay_module, "_server_id", lambda client: server["id"])
+    monkeypatch.setattr(relay_module, "_server_id", lambda client, key="": server["id"])
     with runtime(store_url, delivery="sync") as rt:
         rt.relay.tick()
         rt.store.append(new_event("order_placed", {}))  # never depended on the bus
