@@ -4,7 +4,11 @@
     python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only progress
 
 The database index of ``--redis`` is flushed before each section (there is no default: name
-one you can lose).
+one you can lose). ``--redis`` may name a Redis Cluster (``redis+cluster://a:7101,b:7102``, or
+a node's ``redis://`` URL): every master is flushed then; the kill test on the tests' private
+cluster:
+
+    python benchmarks/runtime.py --redis redis+cluster://127.0.0.1:7101 --only kill --kill-n 20000
 
 1. Throughput of one worker (one thread) with a sandboxed handler, retries, dedup and DLQ
    enabled, against a raw redis-py consumer doing batched XREADGROUP/XACK with no handler,
@@ -14,8 +18,13 @@ one you can lose).
    no progress, with the plain progress line and with the rich live line (an interval of
    0.1 s, twenty times the terminal default, to make a cost visible if there is one).
 4. 100,000 events through a two-service config with 2 worker processes, one killed with
-   SIGKILL midway and restarted: every event handled by each service, none lost, none left
-   pending, and what the handlers published stored exactly once.
+   SIGKILL midway and restarted (``--kills 20``: twenty kills at random points, each worker
+   restarted): every event handled by each service, none lost, none left pending, what the
+   handlers ``execute``d and ``publish``ed stored exactly once, and the time from the last
+   kill until all was handled:
+
+       python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only kill \
+           --kill-n 20000 --kills 20
 5. Exactly-once tracking on against off (today's path), side by side on SQLite and on
    PostgreSQL in one run, for a handler without SQL and one that ``execute``s an INSERT and
    ``publish``es; each round runs on and off next to each other, and the ratio reported is
@@ -49,8 +58,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-import redis  # noqa: E402
 
 from tusk_events import TSK  # noqa: E402
 from tusk_events.runtime import signals  # noqa: E402
@@ -106,9 +113,27 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def _client(url: str) -> Any:
+    """redis-py's client for ``url``: a ``RedisCluster`` when it names a cluster."""
+    from tusk_events.bus import redis_client
+
+    return redis_client(url)
+
+
+def _flush(url: str) -> None:
+    """Empty the benchmark's Redis: its database, or every master of a cluster."""
+    from redis.cluster import RedisCluster
+
+    client = _client(url)
+    if isinstance(client, RedisCluster):
+        client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        client.flushdb()
+
+
 def raw_consumer(url: str, n: int) -> float:
     """Batched XREADGROUP (100) + one XACK per batch, no handler: the floor."""
-    r = redis.Redis.from_url(url)
+    r = _client(url)
     r.delete("raw:stream")
     pipe = r.pipeline(transaction=False)
     for i in range(n):
@@ -131,7 +156,7 @@ def raw_consumer(url: str, n: int) -> float:
 
 def runtime_consumer(url: str, n: int, store_url: str) -> tuple[float, float]:
     """Events/s of Runtime.run_until_idle on n pre-published events; and handler-call µs."""
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     cfg = TSK.from_string(ONE_SERVICE, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     with Runtime([cfg]) as rt:
         rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
@@ -152,7 +177,7 @@ def bus_consumer(url: str, n: int, *, dedup: bool) -> float:
     """The bus alone with a no-op Python handler, with or without dedup."""
     from tusk_events.bus import connect
 
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     bus = connect(url)
     try:
         bus.publish_many(("tick", {"n": i}) for i in range(n))
@@ -189,7 +214,7 @@ def progress_consumer(url: str, n: int, store_url: str, mode: str, interval: flo
             finally:
                 spent[0] += time.perf_counter() - t
 
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     cfg = TSK.from_string(ONE_SERVICE, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     with Runtime([cfg]) as rt:
         rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
@@ -250,7 +275,7 @@ def bench_throughput(url: str, n: int, rounds: int, store_url: str) -> None:
 
 
 def bench_latency(url: str, rate: int, seconds: float, store_url: str) -> None:
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     cfg = TSK.from_string(ONE_SERVICE, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     latencies: list[float] = []
 
@@ -285,9 +310,11 @@ def bench_latency(url: str, rate: int, seconds: float, store_url: str) -> None:
     print(f"  p50 {p50:.3f} ms   p99 {p99:.3f} ms")
 
 
-def bench_kill(url: str, n: int, tmp: Path) -> None:
-    r = redis.Redis.from_url(url)
-    r.flushdb()
+def bench_kill(url: str, n: int, tmp: Path, kills: int = 1) -> None:
+    import random
+
+    r = _client(url)
+    _flush(url)
     cfg_path = tmp / "two.tsk"
     cfg_path.write_text(TWO_SERVICES)
     # synchronous=normal: WAL commits without an fsync each (the default FULL is fsync-bound)
@@ -296,33 +323,49 @@ def bench_kill(url: str, n: int, tmp: Path) -> None:
     cfg = TSK.from_file(cfg_path, env=env)
     with Runtime([cfg]) as rt:
         rt.bus.publish_many(("order", {"n": i}) for i in range(n))
-
-    def worker(*extra: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "tusk_events", "run", str(cfg_path), "--no-startup", *extra],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    t0 = time.perf_counter()
-    a, b = worker(), worker()
-    while r.hlen("runs:billing") + r.hlen("runs:shipping") < n:
-        time.sleep(0.01)
-    a.send_signal(signal.SIGKILL)
-    a.wait()
-    killed_at = r.hlen("runs:billing") + r.hlen("runs:shipping")
-    c = worker("--until-idle")  # the restarted worker: exits when everything is drained
-    c.wait()
-    while r.hlen("runs:billing") < n or r.hlen("runs:shipping") < n:
-        time.sleep(0.01)
-        if time.perf_counter() - t0 > 600:
-            break
-    elapsed = time.perf_counter() - t0
-    b.send_signal(signal.SIGTERM)
-    b.wait(30)
-    pending = sum(g["pending"] for g in r.xinfo_groups("tusk:stream:order"))
     from tusk_events.store import open_store
 
     store = open_store(env["EVENT_STORE"])
-    print(f"kill test: {n:,} events x 2 services, 2 workers, one SIGKILLed after {killed_at:,} "
-          "handlings and restarted")
+
+    def worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "tusk_events", "run", str(cfg_path), "--no-startup"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def started() -> int:
+        return int(r.hlen("runs:billing") + r.hlen("runs:shipping"))
+
+    # kill points: midway for one kill, else random shares of all handlings
+    rng = random.Random(17)
+    marks = [0.5] if kills == 1 else sorted(rng.uniform(0.02, 0.9) for _ in range(kills))
+    t0 = time.perf_counter()
+    workers = [worker(), worker()]
+    killed_at = []
+    for mark in marks:
+        while started() < mark * 2 * n:
+            time.sleep(0.01)
+        victim = rng.randrange(len(workers))
+        workers[victim].send_signal(signal.SIGKILL)
+        workers[victim].wait()
+        killed_at.append(started())
+        workers[victim] = worker()  # restarted, as a supervisor would
+    last_kill = time.perf_counter()
+    while store.count(type="billing_row") < n or store.count(type="shipping_row") < n:
+        time.sleep(0.05)
+        if time.perf_counter() - t0 > 1200:
+            break
+    elapsed = time.perf_counter() - t0
+    after_last_kill = time.perf_counter() - last_kill
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+        w.wait(30)
+    from tusk_events.bus import connect
+
+    bus = connect(url)
+    pending = sum(g.pending for g in bus.stream_info(["order"])["order"].groups.values())
+    bus.close()
+    where = f"after {killed_at[0]:,} handlings" if kills == 1 else f"at random points ({min(killed_at):,} " \
+        f"to {max(killed_at):,} handlings started)"
+    print(f"kill test: {n:,} events x 2 services, 2 workers, {kills} SIGKILL(s) {where}, each worker restarted")
     for svc, effect in (("billing", "billed"), ("shipping", "shipped")):
         runs = [int(v) for v in r.hvals(f"runs:{svc}")]
         applied = store.count(type=effect)
@@ -331,9 +374,12 @@ def bench_kill(url: str, n: int, tmp: Path) -> None:
               f"{applied:,} (double-applied {applied - len(runs)}); execute effects {rows:,} "
               f"(double-applied {rows - len(runs)}); redis-helper re-runs (at least once) "
               f"{sum(1 for v in runs if v > 1)}")
-    print(f"  pending after the run {pending}; outbox rows left {store.outbox_count()}; "
-          f"{2 * n / elapsed:,.0f} handlings/s overall (each handling commits its INSERT, its "
-          "published event and its tracking row to SQLite, synchronous=normal)")
+    print(f"  pending after the run {pending}; outbox rows left {store.outbox_count()}; all handled "
+          f"{after_last_kill:.1f} s after the last kill (with the work left then; visibility_timeout "
+          f"10 s); {2 * n / elapsed:,.0f} handlings/s overall "
+          "(each handling commits its INSERT, its published event and its tracking row to SQLite, "
+          "synchronous=normal)")
+    store.close()
 
 
 EFFECTS_SERVICE = """
@@ -380,7 +426,7 @@ def _pg_schema(pg_url: str) -> tuple[str, Any]:
 def tracked_run(url: str, n: int, store_url: str, config: str, tracking: bool) -> tuple[float, float]:
     """Events/s of run_until_idle on n pre-published events, tracking on or off; and the
     process's CPU µs per event (every thread: the tracking writer's too)."""
-    redis.Redis.from_url(url).flushdb()
+    _flush(url)
     cfg = TSK.from_string(config, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     with Runtime([cfg], tracking=tracking) as rt:
         rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
@@ -486,6 +532,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--kill-n", type=int, default=100000)
+    ap.add_argument("--kills", type=int, default=1, help="SIGKILLs of workers in the kill test (at random points)")
     sections = ["throughput", "latency", "kill", "progress", "tracking", "versions"]
     ap.add_argument("--skip", action="append", default=[], choices=sections)
     ap.add_argument("--only", choices=sections, help="run one section")
@@ -515,7 +562,7 @@ def main() -> None:
         if "latency" not in args.skip:
             bench_latency(args.redis, 2000, 5, store_url)
         if "kill" not in args.skip:
-            bench_kill(args.redis, args.kill_n, Path(tmp))
+            bench_kill(args.redis, args.kill_n, Path(tmp), args.kills)
         if "tracking" not in args.skip:
             bench_tracking(args.redis, args.tracking_n, args.rounds, Path(tmp), args.postgres)
         if "versions" not in args.skip:

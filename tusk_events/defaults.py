@@ -313,6 +313,17 @@ POSTGRES_POOL_TIMEOUT_S = 30.0
 POSTGRES_CONNECT_TIMEOUT_S = 10
 """libpq ``connect_timeout`` when the store URL sets none."""
 
+POSTGRES_DEAD_PEER_S = 10
+"""How soon either end of a store connection gives up on a peer that stopped answering (a
+host cut off): TCP keepalives probe after half of it, and unacknowledged data waits no longer
+(``tcp_user_timeout``). The server then rolls back that host's transactions, releasing the
+write lock every writer waits on; the host's own calls fail instead of hanging for hours."""
+
+POSTGRES_RECONNECT_WINDOW_S = 10.0
+"""A pool retries a connection that failed with doubling delays (1, 2, 4 s...) for this long,
+then gives up that round; the next request starts over at once. So a store that comes back
+(a link restored, a restart) is used again within seconds, not after a minutes-long backoff."""
+
 POSTGRES_APPEND_CHUNK = 2000
 """Events per INSERT statement inside one ``append_many`` transaction."""
 

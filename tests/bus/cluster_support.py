@@ -7,15 +7,19 @@ only those, so a cluster someone else runs on the ports is left alone.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-CLUSTER_PORTS = (7101, 7102, 7103, 7104, 7105, 7106)
-"""Three masters and their replicas; never 6379 (the shared server)."""
+_FIRST_PORT = int(os.environ.get("TUSK_TEST_CLUSTER_PORT", "7101"))
+CLUSTER_PORTS = tuple(range(_FIRST_PORT, _FIRST_PORT + 6))
+"""Three masters and their replicas (7101-7106, or six ports from ``TUSK_TEST_CLUSTER_PORT``);
+never 6379 (the shared server)."""
 
 
 def _cluster_ok(port: int) -> bool:
@@ -98,11 +102,11 @@ class PrivateCluster:
              "--cluster-replicas", "1", "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
         )
-        while not all(_cluster_ok(p) and _synced(p) for p in self.ports):
-            if time.monotonic() > end:
-                self.stop()
-                raise RuntimeError("the private Redis Cluster did not reach cluster_state:ok")
-            time.sleep(0.1)
+        try:
+            self.wait_ok(max(1.0, end - time.monotonic()))
+        except RuntimeError:
+            self.stop()
+            raise
         return True
 
     def kill(self, port: int) -> None:
@@ -111,9 +115,80 @@ class PrivateCluster:
             proc.send_signal(signal.SIGKILL)
             proc.wait(5)
 
+    def restart(self, port: int) -> None:
+        """Kill the node on ``port`` and start it again in its directory (its ``nodes.conf``: same
+        node id, same slots; no persistence, so it comes back without data)."""
+        self.kill(port)
+        self.start_node(port)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every node of ours answers ``cluster_state:ok`` and every replica is synced."""
+        end = time.monotonic() + timeout
+        while not all(_cluster_ok(p) and _synced(p) for p in self.ports):
+            if time.monotonic() > end:
+                raise RuntimeError("the private Redis Cluster did not come back to cluster_state:ok")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         for port in list(self.procs):
             self.kill(port)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+
+
+def cmd(port: int, *args: Any) -> Any:
+    import redis
+
+    client = redis.Redis(port=port, socket_timeout=10, decode_responses=True)
+    try:
+        return client.execute_command(*args)
+    finally:
+        client.close()
+
+
+def node_id(port: int) -> str:
+    return str(cmd(port, "CLUSTER", "MYID"))
+
+
+def master_port_of(any_port: int, key: bytes) -> int:
+    """The port of the master serving ``key``'s slot, as node ``any_port`` sees it."""
+    from redis.crc import key_slot
+
+    slot = key_slot(key)
+    for start, end, master, *_ in cmd(any_port, "CLUSTER", "SLOTS"):
+        if start <= slot <= end:
+            return int(master[1])
+    raise RuntimeError(f"no node serves slot {slot}")
+
+
+def master_ports(any_port: int) -> list[int]:
+    return sorted({int(master[1]) for _, _, master, *_ in cmd(any_port, "CLUSTER", "SLOTS")})
+
+
+def replica_ports_of(master_port: int) -> list[int]:
+    lines = cmd(master_port, "CLUSTER", "REPLICAS", node_id(master_port))
+    return [int(line.split()[1].split("@")[0].rsplit(":", 1)[1]) for line in lines]
+
+
+def migrate_slot(slot: int, src: int, dst: int, masters: list[int], batch: int = 50, pause_s: float = 0.0) -> int:
+    """Move ``slot`` from the master on ``src`` to the one on ``dst`` as ``redis-cli --cluster
+    reshard`` does (IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE on every master);
+    returns the number of keys moved."""
+    src_id, dst_id = node_id(src), node_id(dst)
+    cmd(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+    cmd(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+    moved = 0
+    while True:
+        keys = cmd(src, "CLUSTER", "GETKEYSINSLOT", slot, batch)
+        if not keys:
+            break
+        cmd(src, "MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
+        moved += len(keys)
+        time.sleep(pause_s)
+    cmd(dst, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    cmd(src, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    for port in masters:
+        if port not in (src, dst):
+            cmd(port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    return moved

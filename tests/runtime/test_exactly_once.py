@@ -200,6 +200,83 @@ def test_after_the_bus_lost_its_data_the_store_redelivers(store_url: str) -> Non
         assert all(rt.store.tracked("orders", i) == HANDLED for i in ids)
 
 
+def test_a_bus_server_restart_that_kept_the_epoch_redelivers_to_durable_services(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis back from an RDB snapshot: the epoch key survived, the tail of the streams did not
+    from tusk_events.runtime import relay as relay_module
+
+    server = {"id": "run-1"}
+    monkeypatch.setattr(relay_module, "_server_id", lambda client, key="": server["id"])
+    with runtime(store_url, delivery="durable") as rt:
+        rt.relay.tick()  # remembers the epoch and the server
+        rt.publish("order_placed", {"i": 0})
+        rt.run_until_idle(startup=False)
+        on_bus = rt.publish("order_placed", {"i": 1})  # survives the restart
+        lost = new_event("order_placed", {"i": 2})
+        rt.store.append(lost)  # was on the bus, lost with the tail
+        rt.relay.flush()
+        assert rt.relay.tick() is True
+        assert rt.relay.report.redelivery_passes == 0  # same server: nothing to do
+        server["id"] = "run-2"
+        assert rt.relay.tick() is True
+        assert rt.relay.report.redelivered == {"orders": 2}
+        summary = rt.run_until_idle(startup=False)
+        assert summary.handled == 3
+        for event_id in (on_bus.id, lost.id):  # the surviving copy arrived twice, ran once
+            assert rt.client.get(f"runs:{event_id}") == b"1"
+            assert effects(rt, event_id) == 1 and done_events(rt, event_id) == 1
+        assert rt.relay.tick() is True
+        assert rt.relay.report.redelivery_passes == 1  # the new server is remembered
+
+
+def test_a_bus_server_restart_leaves_sync_services_alone(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tusk_events.runtime import relay as relay_module
+
+    server = {"id": "run-1"}
+    monkeypatch.setattr(relay_module, "_server_id", lambda client, key="": server["id"])
+    with runtime(store_url, delivery="sync") as rt:
+        rt.relay.tick()
+        rt.store.append(new_event("order_placed", {}))  # never depended on the bus
+        server["id"] = "run-2"
+        rt.relay.tick()
+        assert rt.relay.report.redelivery_passes == 1
+        assert rt.relay.report.redelivered == {}
+
+
+def test_the_bus_server_id_is_the_redis_run_id() -> None:
+    from tusk_events.runtime.relay import _server_id
+
+    class Client:
+        def __init__(self, info: object) -> None:
+            self._info = info
+
+        def info(self, section: str) -> object:
+            if isinstance(self._info, Exception):
+                raise self._info
+            return self._info
+
+    assert _server_id(Client({"run_id": "abc", "redis_version": "7.2"})) == "abc"
+    cluster = {"10.0.0.2:6379": {"run_id": "b"}, "10.0.0.1:6379": {"run_id": "a"}}
+    assert _server_id(Client(cluster)) == "a,b"  # a failover changes one of them
+    assert _server_id(Client(ValueError("unknown command 'info'"))) == ""  # embedded bus
+    assert _server_id(Client("not a mapping")) == ""
+
+
+def test_a_subscriber_to_every_type_is_redelivered_every_type(store_url: str) -> None:
+    from tusk_events.runtime.relay import Target
+
+    with runtime(store_url, delivery="durable") as rt:
+        stored = [new_event("order_placed", {}), new_event("refund", {}), new_event("order_done", {})]
+        rt.store.append_many(stored)
+        rt.relay.targets = [Target("orders", ["order_placed"], sync=False), Target("audit", None, sync=False)]
+        assert rt.relay.redeliver() == {"orders": 1, "audit": 3}
+        for event in stored:
+            assert rt.bus.stream_info([event.type])[event.type].length == 1  # sent once for both
+
+
 def test_a_first_sight_of_the_bus_does_not_redeliver_history(store_url: str) -> None:
     # events stored before tracking existed (or before this bus) are not handled again
     with runtime(store_url, delivery="durable") as rt:

@@ -328,8 +328,20 @@ def test_untrusted_redis_refuses_blocking_commands_glob_bombs_and_the_memory_bus
         with pytest.raises(SandboxViolation, match=why):
             cfg.execute_fujsen("s", "f")
     mem = untrusted(fujsen("return redis.from_url(event_bus).set('k', 'v')"))
-    with pytest.raises(SandboxViolation, match="memory://"):
+    with pytest.raises(SandboxViolation, match="memory://") as refused:
         mem.execute_fujsen("s", "f")
+    assert "\n" not in str(refused.value) and "run them on a redis:// bus" in str(refused.value)
+
+
+def test_cli_reports_the_closed_memory_bus_in_one_line(tmp_path):
+    cfg = tmp_path / "c.tsk"
+    cfg.write_text(fujsen("return redis.from_url(event_bus).set('k', 'v')"))
+    env = dict(os.environ, EVENT_BUS="memory://", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "tusk_events", "exec", str(cfg), "s", "f", "--untrusted"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "memory:// bus is not open to untrusted configs" in lines[0], out.stderr
 
 
 def _brick(store_url: str, trust: str) -> None:
@@ -524,3 +536,266 @@ def test_postgres_results_are_capped_in_bytes_through_a_server_side_cursor():
     with pytest.raises(FujsenError, match=f"{FUJSEN_SQL_MAX_BYTES:,} bytes"):
         big.execute_fujsen("s", "f")
     assert parent_usage()[0] - rss0 <= 64 << 20
+
+
+# --- the parent reads no more than one reply's cap ------------------------------------------------
+
+PEAK = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+spec = json.loads(sys.argv[2])
+
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+if spec.get("direct"):  # the control: the same value read with no cap on the way
+    import psycopg, redis
+    if spec["direct"] == "redis":
+        client = redis.Redis.from_url(spec["url"])
+        client.strlen(spec["key"])
+        read = lambda: len(client.get(spec["key"]))
+    else:
+        conn = psycopg.connect(spec["url"])
+        conn.execute("SELECT 1")
+        read = lambda: len(conn.execute(spec["sql"]).fetchone()[0])
+    h0 = hwm()
+    outcome = read()
+else:
+    from tusk_events import TSK
+    cfg = TSK.from_string(spec["text"], env=spec["env"], trust="untrusted", fujsen_timeout=60)
+    for _ in range(spec.get("grow", 0)):
+        cfg.execute_fujsen("s", "f", "grow")
+    cfg.execute_fujsen("s", "f", "warm")  # the client or store is open, the worker started
+    h0 = hwm()
+    try:
+        outcome = cfg.execute_fujsen("s", "f", "read")
+    except Exception as e:
+        outcome = f"{type(e).__name__}: {e}"
+    after = cfg.execute_fujsen("s", "f", "warm")  # the helper still works after a refusal
+    outcome = [outcome, after]
+print(json.dumps({"grew": hwm() - h0, "outcome": outcome}))
+"""
+
+
+def _peak(spec: dict[str, object]) -> tuple[int, object]:
+    """(growth of the peak RSS, outcome) of a scenario run in a fresh interpreter."""
+    out = subprocess.run([sys.executable, "-c", PEAK, str(ROOT), json.dumps(spec)],
+                         capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["grew"], result["outcome"]
+
+
+@pytest.mark.slow
+def test_a_big_redis_value_is_refused_before_the_parent_reads_it():
+    url = need_redis()
+    key = f"big-{uuid.uuid4().hex[:8]}"
+    # the fujsen grows the value itself, a frame's worth per call, to 64 MiB
+    text = fujsen(f"""
+        r = redis.from_url(event_bus)
+        cmd = args[0]
+        if cmd == "grow":
+            return r.append("{key}", "x" * ((1 << 20) - 4096))
+        if cmd == "warm":
+            return r.strlen("{key}")
+        return len(r.get("{key}"))
+    """)
+    size = 64 * ((1 << 20) - 4096)
+    try:
+        grew, (outcome, after) = _peak({"text": text, "env": {"EVENT_BUS": url}, "grow": 64})
+        assert after == size  # the value is there, and the client works after the refusal
+        assert outcome.startswith("FujsenError") and "exceeds the 1,048,576 bytes one helper call may read" in outcome
+        assert f"{size + 2:,} bytes" in outcome
+        assert grew <= 16 << 20, f"the parent grew {grew >> 20} MiB for a refused {size >> 20} MiB value"
+        # the control: reading the same value with no cap grows a process by its size
+        grew_direct, n = _peak({"direct": "redis", "url": url, "key": key})
+        assert n == size and grew_direct >= size
+    finally:
+        import redis as redis_py
+
+        redis_py.Redis.from_url(url).delete(key)
+
+
+def test_a_pipeline_shares_one_reply_allowance():
+    import redis as redis_py
+
+    url = need_redis()
+    key = f"mid-{uuid.uuid4().hex[:8]}"
+    redis_py.Redis.from_url(url).set(key, b"y" * 400_000)
+    text = fujsen(f"""
+        r = redis.from_url(event_bus)
+        p = r.pipeline()
+        for _ in range(args[0]):
+            p.get("{key}")
+        return sum(len(v) for v in p.execute())
+    """)
+    try:
+        cfg = untrusted(text, {"EVENT_BUS": url})
+        assert cfg.execute_fujsen("s", "f", 2) == 800_000
+        with pytest.raises(FujsenError, match="1,048,576 bytes one helper call may read"):
+            cfg.execute_fujsen("s", "f", 3)
+        assert cfg.execute_fujsen("s", "f", 1) == 400_000  # a fresh connection, a fresh allowance
+    finally:
+        redis_py.Redis.from_url(url).delete(key)
+
+
+def _pg() -> str:
+    pg = os.environ.get("TUSK_TEST_POSTGRES_URL")
+    if pg is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("TUSK_TEST_POSTGRES_URL is required under CI")
+        pytest.skip("TUSK_TEST_POSTGRES_URL not set")
+    return pg
+
+
+@pytest.mark.slow
+def test_one_huge_postgres_value_is_refused_by_the_server():
+    pg = _pg()
+    size = 64 << 20
+    text = fujsen(f"""
+        if args[0] == "warm":
+            return query("SELECT 1")[0][0]
+        return len(query("SELECT repeat('x', {size})")[0][0])
+    """)
+    grew, (outcome, after) = _peak({"text": text, "env": {"EVENT_BUS": "memory://", "EVENT_STORE": pg}})
+    assert after == 1
+    assert f"more than {FUJSEN_SQL_MAX_BYTES:,} bytes" in outcome, outcome
+    assert grew <= 16 << 20, f"the parent grew {grew >> 20} MiB for a refused {size >> 20} MiB value"
+    # the control: libpq buffers the whole value when nothing bounds it
+    grew_direct, n = _peak({"direct": "postgres", "url": pg, "sql": f"SELECT repeat('x', {size})"})
+    assert n == size and grew_direct >= size
+
+
+def test_postgres_writes_returning_rows_are_capped_and_rolled_back():
+    pg = _pg()
+    tag = f"big-{uuid.uuid4().hex[:8]}"
+    env = {"EVENT_BUS": "memory://", "EVENT_STORE": pg}
+    sql = ("INSERT INTO event_store (event_type, payload) SELECT ?, repeat(chr(122), 400000) "
+           "FROM generate_series(1, {n}) RETURNING payload")
+    body = f"return [len(r[0]) for r in query('{sql}', '{tag}')]"
+    count = f"return query('SELECT count(*) FROM event_store WHERE event_type = ?', '{tag}')[0][0]"
+    few = TSK.from_string(fujsen(body.format(n=2)), env=env, trust="untrusted", fujsen_timeout=30)
+    many = TSK.from_string(fujsen(body.format(n=30)), env=env, trust="untrusted", fujsen_timeout=30)
+    counter = TSK.from_string(fujsen(count), env=env, trust="untrusted", fujsen_timeout=30)
+    try:
+        assert few.execute_fujsen("s", "f") == [400_000, 400_000]
+        with pytest.raises(FujsenError, match=f"more than {FUJSEN_SQL_MAX_BYTES:,} bytes"):
+            many.execute_fujsen("s", "f")
+        assert counter.execute_fujsen("s", "f") == 2  # the refused INSERT left nothing behind
+    finally:
+        import psycopg
+
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute("DELETE FROM event_store WHERE event_type = %s", (tag,))
+
+
+@pytest.mark.parametrize(("sql", "returning", "text"), [
+    ("SELECT 1; -- done", False, "SELECT 1"),
+    ("SELECT ? /* a */ ;;", False, "SELECT %s"),
+    ("INSERT INTO t (a) VALUES (?) RETURNING a", True, "INSERT INTO t (a) VALUES (%s) RETURNING a"),
+    ("UPDATE t SET a = 'returning'", False, "UPDATE t SET a = 'returning'"),
+])
+def test_postgres_statements_end_at_their_last_token(sql, returning, text):
+    from tusk_events.store.sqlguard import bounded_sql, check
+
+    checked = check(sql, sql.count("?"), "postgresql")
+    assert (checked.sql, checked.returning) == (text, returning)
+    wrapped = bounded_sql(checked)
+    if checked.verb == "select" or returning:
+        assert f"\n{text}\n" in wrapped and "record_send" in wrapped
+    else:
+        assert wrapped == text
+
+
+def test_sqlite_rows_that_grow_late_in_a_result_are_capped_row_by_row(tmp_path):
+    # a tiny first row would size the next fetch for tiny rows: 256 rows of 4 MiB in one batch
+    big = 4 << 20
+    text = fujsen(f"""
+        if args[0] == "warm":
+            return query("SELECT 1")[0][0]
+        return len(query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) "
+                         "SELECT CASE WHEN x = 1 THEN 'a' ELSE zeroblob({big}) END FROM c"))
+    """)
+    env = {"EVENT_BUS": "memory://", "EVENT_STORE": f"sqlite:///{tmp_path}/ev.db"}
+    grew, (outcome, after) = _peak({"text": text, "env": env})
+    assert after == 1
+    assert f"more than {FUJSEN_SQL_MAX_BYTES:,} bytes" in outcome, outcome
+    assert grew <= 40 << 20, f"the parent grew {grew >> 20} MiB"
+
+
+def test_postgres_bounded_statements_return_what_plain_ones_do():
+    from tusk_events.store import open_store
+    from tusk_events.store.sqlguard import bound_results
+
+    store = open_store(_pg())
+    tag = f"shape-{uuid.uuid4().hex[:8]}"
+    statements = [
+        ("SELECT 1 AS a, 'x' AS a, NULL, 2.5 -- a trailing comment", ()),
+        ("SELECT n FROM generate_series(1, 5) AS n ORDER BY n DESC;", ()),
+        ("WITH x AS (SELECT ? AS v) SELECT v, v FROM x", ("w",)),
+        ("INSERT INTO event_store (event_type, payload) VALUES (?, ?) RETURNING event_type, payload", (tag, "p")),
+        ("UPDATE event_store SET payload = ? WHERE event_type = ? RETURNING payload", ("q", tag)),
+        ("SELECT event_type FROM event_store WHERE event_type = ? FOR UPDATE", (tag,)),
+    ]
+    try:
+        for sql, params in statements:
+            results = []
+            for bounded in (False, True):
+                saved = bound_results(bounded)
+                try:
+                    results.append(store.query(sql, params))
+                finally:
+                    bound_results(saved)
+            assert results[0] == results[1], sql
+            assert results[0], sql
+        saved = bound_results(True)
+        try:
+            assert store.execute("UPDATE event_store SET payload = ? WHERE event_type = ?", ("r", tag)) == 2
+            with pytest.raises(TuskError, match=f"more than {FUJSEN_SQL_MAX_BYTES:,} bytes"):
+                store.query("SELECT repeat(?, 9000000)", ("x",))
+        finally:
+            bound_results(saved)
+    finally:
+        import psycopg
+
+        with psycopg.connect(_pg(), autocommit=True) as conn:
+            conn.execute("DELETE FROM event_store WHERE event_type = %s", (tag,))
+        store.close()
+
+
+def test_a_long_redis_list_is_refused_from_its_element_count():
+    import redis as redis_py
+
+    url = need_redis()
+    key = f"long-{uuid.uuid4().hex[:8]}"
+    outside = redis_py.Redis.from_url(url)
+    pipe = outside.pipeline(transaction=False)
+    for start in range(0, 400_000, 50_000):
+        pipe.rpush(key, *([b"x"] * 50_000))
+    pipe.execute()
+    cfg = untrusted(fujsen(f"return len(redis.from_url(event_bus).lrange('{key}', 0, args[0]))"), {"EVENT_BUS": url})
+    try:
+        assert cfg.execute_fujsen("s", "f", 99_999) == 100_000  # 700 KB of replies: within the allowance
+        with pytest.raises(FujsenError, match="a reply of 400,000 elements exceeds the 1,048,576 bytes"):
+            cfg.execute_fujsen("s", "f", -1)
+    finally:
+        outside.delete(key)
+
+
+def test_the_untrusted_redis_helper_refuses_a_client_it_cannot_bound(monkeypatch):
+    import tusk_events.bus
+    from tusk_events.fujsen import helpers
+    from tusk_events.fujsen.guards import Violation
+
+    class ClusterLike:  # redis-py's cluster client: no single pool, and the parser it was given is dropped
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    made = ClusterLike()
+    monkeypatch.setattr(tusk_events.bus, "new_redis_client", lambda url, parser_class: made)
+    with pytest.raises(Violation, match="single Redis server only"):
+        helpers._open_capped_redis("redis+cluster://127.0.0.1:7000")
+    assert made.closed

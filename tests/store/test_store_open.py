@@ -151,3 +151,39 @@ def test_postgresql_needs_an_existing_schema(postgres_url: str) -> None:
     url = postgres_url.rsplit("%3D", 1)[0] + "%3Dno_such_schema_here"
     with pytest.raises(StoreError, match="no schema of the search_path"):
         open_store(url)
+
+
+def test_postgresql_connections_give_up_on_a_dead_peer_in_bounded_time() -> None:
+    pytest.importorskip("psycopg")
+    from tusk_events.defaults import POSTGRES_DEAD_PEER_S
+    from tusk_events.store.postgres import liveness
+
+    kw = liveness("postgresql://h/db?options=-csearch_path%3Devents")
+    assert kw["keepalives"] == 1
+    assert kw["keepalives_idle"] + kw["keepalives_interval"] * kw["keepalives_count"] <= POSTGRES_DEAD_PEER_S
+    assert kw["tcp_user_timeout"] == POSTGRES_DEAD_PEER_S * 1000
+    # the server's end too (only it can roll back a vanished client's transaction); the URL's options stay
+    assert kw["options"].startswith("-csearch_path=events -c tcp_keepalives_idle=")
+    assert f"-c tcp_user_timeout={POSTGRES_DEAD_PEER_S * 1000}" in kw["options"]
+    own = liveness("postgresql://h/db?keepalives_idle=60&options=-c%20tcp_keepalives_idle%3D60")
+    assert "keepalives_idle" not in own and "options" not in own  # what the URL sets wins
+
+
+@pytest.mark.postgres
+def test_postgresql_sessions_carry_the_dead_peer_settings(pg_store_url: str) -> None:
+    from tusk_events.defaults import POSTGRES_DEAD_PEER_S, POSTGRES_RECONNECT_WINDOW_S
+
+    with open_store(pg_store_url) as store:
+        # a pool retrying a lost server backs off for this long at most, then starts over
+        assert store._pool.reconnect_timeout == POSTGRES_RECONNECT_WINDOW_S  # type: ignore[attr-defined]
+        assert store._unit_connection().reconnect_timeout == POSTGRES_RECONNECT_WINDOW_S  # type: ignore[attr-defined]
+        with store._connection() as conn:  # type: ignore[attr-defined]
+            idle, user_timeout, path = conn.execute(
+                "SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_user_timeout'), "
+                "current_setting('search_path')"
+            ).fetchone()
+            params = conn.info.get_parameters()
+    assert int(idle) == POSTGRES_DEAD_PEER_S // 2
+    assert int(user_timeout) == POSTGRES_DEAD_PEER_S * 1000
+    assert path.startswith("t_")  # the fixture's schema: the URL's own options were kept
+    assert params["keepalives"] == "1" and params["tcp_user_timeout"] == str(POSTGRES_DEAD_PEER_S * 1000)

@@ -154,6 +154,9 @@ def test_untracked_lists_stored_events_a_service_has_not_handled(store: EventSto
     first = store.untracked("svc", ["order"], 0, 0, 1)
     assert [e.id for e in store.untracked("svc", ["order"], 0, first[0].seq, 100)] == ids[1:]
     assert store.untracked("svc", ["order"], time.time() + 60, 0, 100) == []
+    other = store.untracked("svc", None, 0, 0, 100)  # a subscriber to every type
+    assert [e.id for e in other] == ids + [other[-1].id] and other[-1].type == "other"
+    assert store.untracked("svc", [], 0, 0, 100) == []
 
 
 def test_append_outbox_is_idempotent_by_id(store: EventStore) -> None:

@@ -134,6 +134,16 @@ def redis_client(url: str | None = None) -> redis.Redis:
     return client
 
 
+def new_redis_client(url: str, *, parser_class: Any) -> redis.Redis:
+    """A client of its own (not cached, not shared) on the Redis server at ``url``, whose
+    replies go through ``parser_class``; ``url`` must name a Redis server."""
+    backend = _backend(url)
+    if backend.__name__ != BACKENDS["redis"]:
+        raise BusError(f"{redact_url(url)} is not a Redis server (redis://, rediss://, unix:// or a cluster)")
+    client: redis.Redis = backend.open_client(url, parser_class=parser_class)
+    return client
+
+
 __all__ = [
     "ACK_ONLY",
     "BACKENDS",
@@ -143,5 +153,6 @@ __all__ = [
     "StreamInfo",
     "Subscription",
     "connect",
+    "new_redis_client",
     "redis_client",
 ]

@@ -68,7 +68,15 @@ from typing import Any, Literal
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from tusk_events.bus.base import (
@@ -176,16 +184,22 @@ def _client_options(
     return opts
 
 
-def open_client(url: str) -> Any:
+def open_client(url: str, *, parser_class: Any = None) -> Any:
     """A pooled redis-py client for ``url`` with the bus's timeouts and redis-py's own retries
-    (a ``RedisCluster`` when ``url`` is a cluster: ``redis+cluster://`` or a cluster node)."""
+    (a ``RedisCluster`` when ``url`` is a cluster: ``redis+cluster://`` or a cluster node).
+
+    ``parser_class`` replaces redis-py's reply parser (e.g. one that caps reply sizes).
+    """
+    options = _client_options()
+    if parser_class is not None:
+        options["parser_class"] = parser_class
     seeded = cluster_seeds(url)
     if seeded is not None or is_cluster_node(url):
         return cluster_client(
-            seeded[0] if seeded else url, seeded[1] if seeded else None, **_client_options()
+            seeded[0] if seeded else url, seeded[1] if seeded else None, **options
         )
     try:
-        return redis.Redis.from_url(url, **_client_options())
+        return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise BusError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
 
@@ -216,6 +230,16 @@ _RETRYABLE = ("READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "M
 """Error replies of a server in failover or start-up, or of a cluster node that no longer
 serves the bus's slot: the same command succeeds later (on the node the topology names)."""
 
+_RETRYABLE_CLASSES = (ReadOnlyError, ClusterDownError, TryAgainError, AskError, BusyLoadingError)
+"""The same replies as redis-py's parser hands them over: it maps these codes to their own
+classes (MOVED and MASTERDOWN are subclasses) and strips the code from the message."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _RETRYABLE_CLASSES) or (
+        isinstance(exc, ResponseError) and str(exc).startswith(_RETRYABLE)
+    )
+
 
 def _is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith(_GONE)
@@ -227,8 +251,8 @@ class _Retryable(Exception):
 
 def _check(exc: ResponseError, what: str) -> None:
     """Raise ``exc`` as _Retryable or as a BusError; never returns."""
-    if str(exc).startswith(_RETRYABLE):
-        raise _Retryable(str(exc)) from exc
+    if _retryable(exc):
+        raise _Retryable(f"{getattr(exc, 'status_code', None) or type(exc).__name__}: {exc}") from exc
     raise BusError(f"{what}: {exc}") from exc
 
 
@@ -449,14 +473,25 @@ class RedisBus(Bus):
         if self._closed:
             raise BusError(f"cannot {what} on {self.shown_url}: the bus is closed")
         attempt = 0
+        todo: list[int] | None = None  # on a cluster: the commands still to send (None: all)
+        out: list[Any] = []
         while True:
             try:
-                replies = self._once(commands)
-                if self.cluster and attempt < self.retries and any(
-                    isinstance(r, ResponseError) and str(r).startswith(_RETRYABLE) for r in replies
-                ):
-                    raise redis.ConnectionError(next(str(r) for r in replies if isinstance(r, ResponseError)))
-                return replies
+                if not self.cluster:
+                    return self._once(commands)
+                batch = commands if todo is None else [commands[i] for i in todo]
+                replies = self._follow_ask(batch, self._once(batch))
+                if todo is None:
+                    out, todo = replies, list(range(len(commands)))
+                else:
+                    for i, r in zip(todo, replies):
+                        out[i] = r
+                # a cluster in failover or resharding refused some: send those again, and only
+                # those (an XADD sent twice is two entries)
+                todo = [i for i in todo if _retryable(out[i])]
+                if not todo or attempt >= self.retries:
+                    return out
+                raise redis.ConnectionError(str(out[todo[0]]))
             except TRANSIENT as exc:
                 self.refresh_topology()
                 if attempt >= self.retries:
@@ -467,6 +502,33 @@ class RedisBus(Bus):
                     ) from exc
                 time.sleep(self.backoff(attempt))
                 attempt += 1
+
+    def _follow_ask(self, commands: Sequence[tuple[Any, ...]], replies: list[Any]) -> list[Any]:
+        """Send the commands answered ASK again, each behind ``ASKING``, to the node named.
+
+        While the bus's slot migrates, the keys already moved answer ASK on the old master until
+        the move ends (which can take seconds with many keys): the command is for the new one."""
+        asked: dict[tuple[str, int], list[int]] = {}
+        for i, r in enumerate(replies):
+            if isinstance(r, AskError) and not isinstance(r, MovedError):
+                asked.setdefault((r.host, int(r.port)), []).append(i)
+        if not asked:
+            return replies
+        out = list(replies)
+        cluster: Any = self.client
+        for (host, port), idx in asked.items():
+            node = cluster.get_node(host=host, port=port)
+            if node is None or node.redis_connection is None:
+                continue  # a node the client does not know yet: retried after a refresh
+            pool = node.redis_connection.connection_pool
+            conn = pool.get_connection()
+            try:
+                again = _roundtrip(conn, [c for i in idx for c in ((b"ASKING",), commands[i])])
+            finally:
+                pool.release(conn)
+            for n, i in enumerate(idx):
+                out[i] = again[2 * n + 1]
+        return out
 
     def _execute(self, commands: Sequence[tuple[Any, ...]], what: str) -> list[Any]:
         """Like ``_retrying``, but an error reply is a BusError naming the command."""
@@ -670,7 +732,10 @@ class _Reconnecting:
         if self.since is None:
             self.since = time.monotonic()
         if self.attempt == 0:
-            log.warning("%s lost its connection (%s); reconnecting", self.where, exc)
+            if isinstance(exc, _Retryable):  # failover, restart or resharding in progress
+                log.warning("%s: the server says try again (%s); reconnecting", self.where, exc)
+            else:
+                log.warning("%s lost its connection (%s); reconnecting", self.where, exc)
         else:
             log.debug("%s: reconnect attempt %d failed: %s", self.where, self.attempt, exc)
         self.last = exc

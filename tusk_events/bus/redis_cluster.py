@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tusk_events.bus.base import redact_url
-from tusk_events.defaults import BUS_CLUSTER_PROBE_TIMEOUT_S
+from tusk_events.defaults import BUS_CLUSTER_PROBE_TIMEOUT_S, BUS_CLUSTER_TAG
 from tusk_events.errors import BusError
 
 
@@ -64,6 +64,28 @@ def is_cluster_node(url: str) -> bool:
         probe.close()
 
 
+def key_tag(client: Any) -> str:
+    """The hash tag the bus puts before its keys on ``client``'s server: ``BUS_CLUSTER_TAG`` on a
+    Redis Cluster, nothing on one server. For code that reads the bus's keys with a plain client
+    (``trace``, the relay's epoch): on a cluster an untagged name is another key, in another slot."""
+    from redis.cluster import RedisCluster
+
+    return BUS_CLUSTER_TAG if isinstance(client, RedisCluster) else ""
+
+
+def serving_master(client: Any, key: str | bytes) -> str:
+    """``host:port`` of the master that serves ``key`` on a Redis Cluster ("" on one server).
+
+    It changes when a replica takes over: what the old master had acknowledged but not yet
+    replicated may be gone although the keys survived, which the relay must know."""
+    from redis.cluster import RedisCluster
+
+    if not isinstance(client, RedisCluster):
+        return ""
+    node = client.get_node_from_key(key)
+    return str(node.name) if node is not None else ""
+
+
 def cluster_client(url: str, seeds: list[tuple[str, int]] | None, **options: Any) -> Any:
     """A redis-py ``RedisCluster`` (it follows MOVED/ASK and failovers) seeded with ``seeds``."""
     from redis.cluster import ClusterNode, RedisCluster
@@ -87,4 +109,4 @@ def cluster_client(url: str, seeds: list[tuple[str, int]] | None, **options: Any
         raise BusError(f"cannot reach the Redis Cluster at {redact_url(url)}: {exc}") from exc
 
 
-__all__ = ["cluster_client", "cluster_seeds", "is_cluster_node"]
+__all__ = ["cluster_client", "cluster_seeds", "is_cluster_node", "key_tag", "serving_master"]

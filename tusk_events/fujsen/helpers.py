@@ -462,8 +462,10 @@ class RedisHelper(Facade):
 
     ``allowed_urls`` may map the URL a fujsen names to the one opened (an untrusted config
     sees the operator's bus without its credentials); ``strict`` applies the untrusted rules
-    of :func:`check_command` and refuses the in-process ``memory://`` bus, whose memory and
-    CPU would be the parent's.
+    of :func:`check_command`, opens clients of its own whose replies are refused from their
+    header past the helper call's allowance (:mod:`tusk_events.fujsen.replycap`), and refuses
+    the in-process ``memory://`` bus, whose memory and CPU would be the parent's (bounding its
+    values and glob matching would mean metering fakeredis from inside).
     """
 
     __slots__ = ("_allowed", "_clients", "_lock", "_strict")
@@ -491,8 +493,12 @@ class RedisHelper(Facade):
                         violate("too many distinct bus URLs opened by this config's fujsen")
                     real = self._allowed[url]
                     if self._strict and real.startswith("memory://"):
-                        violate("redis.from_url: the in-process memory:// bus is not open to untrusted configs")
-                    client = RedisClient(budget.blocking(_open_redis, real), url, self._strict)
+                        violate(
+                            "redis.from_url: the in-process memory:// bus is not open to untrusted configs "
+                            "(its memory and CPU are the runtime's own); run them on a redis:// bus"
+                        )
+                    opener = _open_capped_redis if self._strict else _open_redis
+                    client = RedisClient(budget.blocking(opener, real), url, self._strict)
                     self._clients[url] = client
         return client
 
@@ -502,6 +508,28 @@ def _open_redis(url: str) -> Any:
     from tusk_events.bus import redis_client
 
     return redis_client(url)
+
+
+def _open_capped_redis(url: str) -> Any:
+    """A client of this config's own whose replies are read within the helper call's
+    allowance (:mod:`tusk_events.fujsen.replycap`): a big value is refused from its header.
+
+    Only on one Redis server: redis-py's cluster client drops the parser it is given, so a
+    cluster's replies could not be bounded; the helper is refused there rather than unbounded.
+    """
+    from tusk_events.bus import new_redis_client
+    from tusk_events.fujsen.replycap import parser_for
+
+    parser = parser_for(url)
+    client = new_redis_client(url, parser_class=parser)
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or pool.connection_kwargs.get("parser_class") is not parser:
+        client.close()
+        violate(
+            "redis.from_url: untrusted configs may use the redis helper on a single Redis server only "
+            "(a cluster's reply sizes cannot be bounded)"
+        )
+    return client
 
 
 # --- SQL on the event store ----------------------------------------------------------------

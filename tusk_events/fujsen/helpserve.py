@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tusk_events.errors import FujsenError, FujsenTimeout, SandboxViolation
-from tusk_events.fujsen import budget, helpers
+from tusk_events.fujsen import budget, helpers, replycap
 from tusk_events.fujsen.guards import Violation
 from tusk_events.fujsen.wire import Channel, ProtocolError
 from tusk_events.store import sqlguard
@@ -56,11 +56,15 @@ class HelperServer:
     def _serve(self, frame: _Frame, msg: tuple[Any, ...], deadline: float | None = None) -> bytes:
         """Run one proxied helper call here, with the real facades; returns the reply frame.
 
-        ``deadline`` (an untrusted config's call) also ends the SQL the helper runs.
+        ``deadline`` (an untrusted config's call) also ends the SQL the helper runs and has
+        the database bound its results (:func:`~tusk_events.store.sqlguard.bounded_sql`).
         """
         st = budget.state()
         saved = st.violation
         saved_deadline = sqlguard.call_deadline(deadline)
+        saved_bounded = sqlguard.bound_results(deadline is not None)
+        # what an untrusted config's redis client may read for this request: one reply frame
+        saved_allowance = replycap.set_allowance(self.channel.limit)
         try:
             value = self._dispatch(frame, msg)
             try:
@@ -82,6 +86,8 @@ class HelperServer:
         finally:
             st.violation = saved
             sqlguard.call_deadline(saved_deadline)
+            sqlguard.bound_results(saved_bounded)
+            replycap.restore(saved_allowance)
 
     def _dispatch(self, frame: _Frame, msg: tuple[Any, ...]) -> Any:
         tag = msg[0]

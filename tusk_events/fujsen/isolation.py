@@ -19,8 +19,9 @@ Untrusted configs
 ``TSK(..., trust="untrusted")`` (``--untrusted``) always runs isolated, in pools of its own:
 workers confined by :mod:`~tusk_events.fujsen.harden`, frames of at most
 :data:`UNTRUSTED_MAX_MESSAGE` decoded by :func:`~tusk_events.fujsen.wire.loads_strict`,
-``isolation_workers``/``isolation_memory_mb`` capped at the operator's defaults, and the
-parent's helper time charged to the call's deadline (SQL statements end with it).
+``isolation_workers``/``isolation_memory_mb`` capped at the operator's defaults, the
+parent's helper time charged to the call's deadline (SQL statements end with it), and Redis
+replies read within one frame per helper call (:mod:`~tusk_events.fujsen.replycap`).
 
 Choosing it
 -----------

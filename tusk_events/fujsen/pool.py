@@ -339,7 +339,9 @@ class WorkerPool:
         # and the parent's time serving helpers charged to the call's deadline
         self.untrusted = untrusted
         self.max_message = UNTRUSTED_MAX_MESSAGE if untrusted else ISOLATION_MAX_MESSAGE
-        self._cond = threading.Condition(threading.Lock())
+        # the per-call path takes the bare lock (a C context manager); waiting uses the condition
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._waiting = 0
@@ -360,7 +362,7 @@ class WorkerPool:
         worker = held.get(self)
         if worker is not None:
             return worker.call(runner, args, kwargs)
-        with self._cond:
+        with self._lock:
             worker = self._idle.pop() if self._idle else None
             if worker is not None:
                 worker.busy = True
@@ -373,7 +375,7 @@ class WorkerPool:
             del held[self]
             worker.busy = False
             if worker.alive and not worker.retire:
-                with self._cond:
+                with self._lock:
                     self._idle.append(worker)
                     if self._waiting:
                         self._cond.notify()
@@ -486,7 +488,8 @@ class WorkerPool:
         for w in self._workers:
             w.abandon()
         self._workers, self._idle = [], []
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
 
 
 def _missing_confinement(report: Any) -> list[str]:

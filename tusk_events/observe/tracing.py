@@ -299,14 +299,19 @@ def subscribers_of(configs: Iterable[TSK]) -> dict[str, list[tuple[str, str]]]:
 def bus_lookups(
     client: Any, dlq: DeadLetterQueue, services: Iterable[str]
 ) -> tuple[Callable[[str, str], bool], dict[tuple[str, str], DeadLetter]]:
-    """The bus's view: handled records (``tusk:dedup:<group>:<id>``) and dead letters by (service, id)."""
+    """The bus's view: handled records (``tusk:dedup:<group>:<id>``, on a Redis Cluster behind the
+    bus's hash tag) and dead letters by (service, id)."""
+    from tusk_events.bus.redis_cluster import key_tag
+
     letters = {}
     for service in services:
         for letter in dlq.list(service):
             letters[(service, letter.event.id)] = letter
 
+    prefix = key_tag(client) + DEDUP_PREFIX
+
     def handled(group: str, event_id: str) -> bool:
-        return bool(client.exists(f"{DEDUP_PREFIX}{group}:{event_id}"))
+        return bool(client.exists(f"{prefix}{group}:{event_id}"))
 
     return handled, letters
 

@@ -9,11 +9,19 @@ is sent. A caller retrying ``Runtime.publish`` with the same id stores nothing n
 
 The pass also watches the bus for data loss: a random id is written once under
 ``BUS_EPOCH_KEY`` and remembered in the store. When the key is gone or different (a Redis
-restarted without persistence, a failover that dropped the tail, the in-process bus of a new
-process), every stored event of the last ``redeliver_since`` seconds that a service has no
-tracking row for is delivered again (durable services: on the bus; sync services: handled
-here), and the counts are logged and kept in :attr:`Relay.report`. Dead-lettered events have a
-tracking row and are left alone.
+restarted without persistence, the in-process bus of a new process), every stored event of the
+last ``redeliver_since`` seconds that a service has no tracking row for is delivered again
+(durable services: on the bus; sync services: handled here), and the counts are logged and kept
+in :attr:`Relay.report`. Dead-lettered events have a tracking row and are left alone. On a
+Redis Cluster the key carries the bus's hash tag, so it lives on the master that holds the bus.
+
+A restart can also lose only the tail and keep the epoch (Redis back from its last RDB
+snapshot, an AOF fsynced every second after a host crash, a replica promoted before it caught
+up, on one server or on the cluster master that serves the bus's slot). So the run id of the
+server holding the bus (new at every start, different on a promoted replica) is remembered too;
+when it changes, the durable services get the same re-delivery. Events that survived on the bus
+then arrive twice, and the second copy meets the tracking row: acknowledged without running the
+handler.
 
 Several runtimes may run the relay on one store: a lease in the store (``RELAY_LEASE_S``,
 renewed each pass) lets one of them work at a time; and since a second send of an event only
@@ -32,6 +40,7 @@ from typing import Any
 
 from tusk_events.bus import Bus
 from tusk_events.bus.base import redact_url
+from tusk_events.bus.redis_cluster import serving_master
 from tusk_events.defaults import (
     BUS_EPOCH_KEY,
     REDELIVER_SINCE_S,
@@ -75,7 +84,8 @@ class Target:
     """A service the re-delivery serves: its name, types and how it receives events."""
 
     name: str
-    types: Sequence[str]
+    types: Sequence[str] | None
+    """None: every type (a subscription to all types, as ``Bus.subscribe(types=None)``)."""
     sync: bool
 
 
@@ -115,6 +125,10 @@ class Relay:
         self.handle_sync = handle_sync
         self.redeliver_since_s = redeliver_since_s
         self.epoch_key = f"bus_epoch:{redact_url(bus_url)}"
+        self.server_key = f"bus_server:{redact_url(bus_url)}"
+        # on a Redis Cluster the epoch lives in the slot of the bus's keys: a master that comes back
+        # empty loses both, so the loss is seen (an untagged key could sit on a master that did not)
+        self.bus_epoch_key = getattr(bus, "key_tag", "") + BUS_EPOCH_KEY
         # an embedded bus starts empty in every process by design: its fresh epoch is news, not a loss
         self._notice = logging.INFO if bus_url.startswith("memory://") else logging.WARNING
         self.report = RelayReport()
@@ -207,32 +221,46 @@ class Relay:
 
     def _watch_bus(self) -> None:
         try:
-            self.client.set(BUS_EPOCH_KEY, uuid.uuid4().hex, nx=True)
-            raw = self.client.get(BUS_EPOCH_KEY)
+            self.client.set(self.bus_epoch_key, uuid.uuid4().hex, nx=True)
+            raw = self.client.get(self.bus_epoch_key)
+            server = _server_id(self.client, self.bus_epoch_key)
         except Exception as e:  # noqa: BLE001 - any client failure: the bus is down, try later
             log.debug("cannot read the bus epoch: %s", e)
             return
         epoch = raw.decode() if isinstance(raw, bytes) else str(raw)
         known = self.store.meta(self.epoch_key)
-        if known == epoch:
-            return
-        if known is not None:
+        known_server = self.store.meta(self.server_key) if server else None
+        if known is not None and known != epoch:
             log.log(self._notice, "the bus lost its data (epoch %s, was %s): re-delivering from the store",
                     epoch, known)
             self.redeliver()
-        # first sight of this bus: its history was delivered before tracking; remember it
-        self.store.set_meta(self.epoch_key, epoch)
+        elif known is not None and known_server is not None and known_server != server:
+            # a restart that kept the epoch may still have lost the tail: an RDB snapshot, an
+            # AOF fsynced each second after a host crash, a replica promoted before it caught up
+            log.warning("the server holding the bus changed (%s, was %s): a restart or a failover; "
+                        "re-delivering what no "
+                        "service has handled yet; copies still on the bus are acknowledged unrun",
+                        server, known_server)
+            self.redeliver(bus_only=True)
+        if known != epoch:  # first sight of this bus: its history was delivered before tracking
+            self.store.set_meta(self.epoch_key, epoch)
+        if server and known_server != server:
+            self.store.set_meta(self.server_key, server)
 
-    def redeliver(self, since_s: float | None = None) -> dict[str, int]:
+    def redeliver(self, since_s: float | None = None, *, bus_only: bool = False) -> dict[str, int]:
         """Deliver again every stored event of the look-back a service has no tracking row for.
 
-        Returns the counts per service (also logged and added to :attr:`report`).
+        ``bus_only``: the services that receive events on the bus only (after a bus restart;
+        sync services never depended on it). Returns the counts per service (also logged and
+        added to :attr:`report`).
         """
         t0 = time.monotonic()
         since = time.time() - (self.redeliver_since_s if since_s is None else since_s)
         counts: dict[str, int] = {}
         on_bus: set[str] = set()
         for target in self.targets:
+            if bus_only and target.sync:
+                continue
             after = 0
             while True:
                 batch = self.store.untracked(target.name, target.types, since, after, RELAY_BATCH)
@@ -293,6 +321,29 @@ class Relay:
                 self.store.lease("relay", self.owner, 0.0, 0.0)
             except StoreError as e:
                 log.debug("cannot release the relay lease: %s", e)
+
+
+def _server_id(client: Any, key: str = "") -> str:
+    """Who holds the bus now: the Redis run id (new at every start), or "" when unknown.
+
+    On a Redis Cluster it is the run id of the master serving ``key``'s slot, named with its
+    address: a replica that took over, or that master restarted, shows as a change.
+    """
+    master = serving_master(client, key) if key else ""
+    try:
+        if master:
+            info = client.info("server", target_nodes=client.get_node_from_key(key))
+        else:
+            info = client.info("server")
+    except Exception:  # noqa: BLE001 - a client without INFO (an embedded bus): no restarts to see
+        return ""
+    if not isinstance(info, dict):
+        return ""
+    if "run_id" in info:
+        return f"{master}/{info['run_id']}" if master else str(info["run_id"])
+    # a cluster client asked every node: any of them changing is a change
+    ids = sorted(str(v["run_id"]) for v in info.values() if isinstance(v, dict) and "run_id" in v)
+    return ",".join(ids)
 
 
 __all__ = ["Relay", "RelayReport", "Target", "redeliver_since"]

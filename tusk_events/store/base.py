@@ -420,10 +420,11 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     def untracked(
-        self, service: str, types: Sequence[str], since: Any, after_id: int, limit: int
+        self, service: str, types: Sequence[str] | None, since: Any, after_id: int, limit: int
     ) -> list[StoredEvent]:
-        """Stored events of ``types`` after ``since`` and store position ``after_id`` that
-        ``service`` has no tracking row for (rows without an envelope id excluded)."""
+        """Stored events of ``types`` (None: of every type) after ``since`` and store position
+        ``after_id`` that ``service`` has no tracking row for (rows without an envelope id
+        excluded)."""
 
     @abc.abstractmethod
     def lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:

@@ -46,10 +46,12 @@ from tusk_events.defaults import (
     FUJSEN_SQL_TIMEOUT_S,
     POSTGRES_APPEND_CHUNK,
     POSTGRES_CONNECT_TIMEOUT_S,
+    POSTGRES_DEAD_PEER_S,
     POSTGRES_FUJSEN_POOL_MAX_SIZE,
     POSTGRES_POOL_MAX_SIZE,
     POSTGRES_POOL_MIN_SIZE,
     POSTGRES_POOL_TIMEOUT_S,
+    POSTGRES_RECONNECT_WINDOW_S,
     POSTGRES_UNIT_POOL_MAX_SIZE,
 )
 from tusk_events.errors import StoreError
@@ -164,6 +166,31 @@ def _split_url(url: str) -> tuple[str, dict[str, int], str]:
     return conninfo, options, shown
 
 
+def liveness(conninfo: str) -> dict[str, Any]:
+    """libpq parameters that bound how long a dead peer goes unnoticed (``POSTGRES_DEAD_PEER_S``).
+
+    Both ends: the client's keepalives and ``tcp_user_timeout``, and the same for the server's
+    side of the session (``options``), because only the server can end the transaction of a
+    host that vanished. What the URL sets itself is kept.
+    """
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(conninfo)
+    idle = max(1, POSTGRES_DEAD_PEER_S // 2)
+    count = 5
+    interval = max(1, (POSTGRES_DEAD_PEER_S - idle) // count)
+    client = {"keepalives": 1, "keepalives_idle": idle, "keepalives_interval": interval,
+              "keepalives_count": count, "tcp_user_timeout": POSTGRES_DEAD_PEER_S * 1000}
+    out: dict[str, Any] = {k: v for k, v in client.items() if k not in given}
+    options = str(given.get("options") or "")
+    if "tcp_keepalives" not in options and "tcp_user_timeout" not in options:
+        server = " ".join(f"-c tcp_{k}={v}" for k, v in (
+            ("keepalives_idle", idle), ("keepalives_interval", interval), ("keepalives_count", count),
+            ("user_timeout", POSTGRES_DEAD_PEER_S * 1000)))
+        out["options"] = f"{options} {server}".strip()
+    return out
+
+
 def _batched(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
     it = iter(rows)
     while chunk := list(islice(it, size)):
@@ -216,7 +243,7 @@ class PostgresStore(EventStore):
         if min_size < 0 or max_size < max(min_size, 1):
             raise StoreError(f"bad pool sizes: min {min_size}, max {max_size}")
         self._conninfo = conninfo
-        self._kwargs: dict[str, Any] = {"autocommit": True}
+        self._kwargs: dict[str, Any] = {"autocommit": True, **liveness(conninfo)}
         if "connect_timeout" not in conninfo:
             self._kwargs["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
         self._timeout = timeout
@@ -238,6 +265,7 @@ class PostgresStore(EventStore):
             kwargs=self._kwargs,
             open=False,
             timeout=timeout,
+            reconnect_timeout=POSTGRES_RECONNECT_WINDOW_S,
             name=f"tusk-events-{self.schema}",
         )
         try:
@@ -348,6 +376,12 @@ class PostgresStore(EventStore):
             "untracked": (
                 f"SELECT {_E_COLUMNS} FROM {t} e WHERE e.event_type = ANY(%s) "
                 "AND e.timestamp > %s AND e.id > %s AND e.event_id IS NOT NULL AND NOT EXISTS "
+                f"(SELECT 1 FROM {s}.tusk_tracking tr WHERE tr.service = %s "
+                "AND tr.event_id = e.event_id) ORDER BY e.id LIMIT %s"
+            ),
+            "untracked_all": (
+                f"SELECT {_E_COLUMNS} FROM {t} e WHERE "
+                "e.timestamp > %s AND e.id > %s AND e.event_id IS NOT NULL AND NOT EXISTS "
                 f"(SELECT 1 FROM {s}.tusk_tracking tr WHERE tr.service = %s "
                 "AND tr.event_id = e.event_id) ORDER BY e.id LIMIT %s"
             ),
@@ -665,12 +699,14 @@ class PostgresStore(EventStore):
         return int(self._fetch(self._sql["outbox_count"])[0][0])
 
     def untracked(
-        self, service: str, types: Sequence[str], since: Any, after_id: int, limit: int
+        self, service: str, types: Sequence[str] | None, since: Any, after_id: int, limit: int
     ) -> list[StoredEvent]:
+        rest = (timestamps.canonical(since), after_id, service, limit)
+        if types is None:
+            return list(starmap(StoredEvent, self._fetch(self._sql["untracked_all"], rest)))
         if not types:
             return []
-        params = (list(types), timestamps.canonical(since), after_id, service, limit)
-        return list(starmap(StoredEvent, self._fetch(self._sql["untracked"], params)))
+        return list(starmap(StoredEvent, self._fetch(self._sql["untracked"], (list(types), *rest))))
 
     def lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:
         cur = self._write("take a lease", self._sql["lease"],
@@ -711,6 +747,7 @@ class PostgresStore(EventStore):
             configure=configure,
             open=False,
             timeout=self._timeout,
+            reconnect_timeout=POSTGRES_RECONNECT_WINDOW_S,
             name=name or f"tusk-fujsen-{self.schema}",
         )
         pool.open()
@@ -720,7 +757,7 @@ class PostgresStore(EventStore):
         self, checked: sqlguard.Checked, params: tuple[Any, ...], *, want_rows: bool
     ) -> tuple[list[tuple[Any, ...]], int]:
         return self._run_restricted(
-            checked.sql, params, want_rows=want_rows, write=checked.verb != "select"
+            sqlguard.sql_for(checked), params, want_rows=want_rows, write=checked.verb != "select"
         )
 
     def _run_restricted(
@@ -735,8 +772,8 @@ class PostgresStore(EventStore):
                 limit = sqlguard.statement_timeout()
                 if limit < FUJSEN_SQL_TIMEOUT_S:  # the calling fujsen has less time left
                     conn.execute(f"SET LOCAL statement_timeout = {max(1, int(limit * 1000))}")
-                # reads go through a server-side cursor, so the byte cap stops a large result
-                # batch by batch instead of after libpq buffered all of it
+                # reads go through a server-side cursor; for an untrusted config the server also
+                # refuses rows past the byte cap (bounded_sql), so libpq never buffers more
                 with conn.cursor(name="tusk_fujsen") if not write else conn.cursor() as cur:
                     # binary results use the extended protocol: one statement, always.
                     cur.execute(sql, params, binary=True)
@@ -753,6 +790,8 @@ class PostgresStore(EventStore):
             raise sqlguard.SqlRefused(f"statement refused: {e.diag.message_primary}") from e
         except errors.QueryCanceled as e:
             raise StoreError(f"fujsen SQL ran longer than {FUJSEN_SQL_TIMEOUT_S} s") from e
+        except errors.InvalidTextRepresentation as e:
+            raise (sqlguard.result_too_large(e.diag.message_primary) or self._error("fujsen SQL failed", e)) from e
         except (psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error("fujsen SQL failed", e) from e
         return self._limit_rows(rows), rowcount

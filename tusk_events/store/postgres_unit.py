@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from tusk_events.defaults import FUJSEN_SQL_MAX_ROWS, FUJSEN_SQL_TIMEOUT_S
+from tusk_events.defaults import FUJSEN_SQL_TIMEOUT_S
 from tusk_events.errors import StoreError
 from tusk_events.store import sqlguard
 from tusk_events.store.base import event_row
@@ -68,10 +68,12 @@ class PostgresUnit(Unit):
             raise store._error("fujsen SQL failed", e) from e
         try:
             with conn.cursor() as cur:
-                cur.execute(checked.sql, values, binary=True)
+                # for an untrusted config the server refuses a result past the byte cap
+                # (bounded_sql): libpq buffers at most the cap
+                cur.execute(sqlguard.sql_for(checked), values, binary=True)
                 rows = []
                 if want_rows and cur.description is not None:
-                    rows = cur.fetchmany(FUJSEN_SQL_MAX_ROWS + 1)
+                    rows = sqlguard.fetch_capped(cur)
                 rowcount = cur.rowcount
             state = conn.execute("SELECT current_user, current_setting('search_path')").fetchone()
             if tuple(state) != store._fujsen_expect:
@@ -83,6 +85,10 @@ class PostgresUnit(Unit):
                 raise sqlguard.SqlRefused(f"statement refused: {e.diag.message_primary}") from e
             if isinstance(e, errors.QueryCanceled):
                 raise StoreError(f"fujsen SQL ran longer than {FUJSEN_SQL_TIMEOUT_S} s") from e
+            if isinstance(e, errors.InvalidTextRepresentation):
+                too_large = sqlguard.result_too_large(e.diag.message_primary)
+                if too_large is not None:
+                    raise too_large from e
             if isinstance(e, psycopg.Error):
                 raise store._error("fujsen SQL failed", e) from e
             raise

@@ -122,11 +122,17 @@ _DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """SQL that passed the guard: the text to send and its top-level verb."""
+    """SQL that passed the guard: the text to send and its top-level verb.
+
+    On PostgreSQL the text ends at its last token (no ``;`` or comment after it), so it can be
+    wrapped (:func:`bounded_sql`); ``returning`` says whether a write
+    returns rows.
+    """
 
     sql: str
     verb: str
     placeholders: int
+    returning: bool = False
 
 
 @dataclass(slots=True)
@@ -144,14 +150,17 @@ def _is_ident_char(ch: str) -> bool:
     return ch.isalnum() or ch in "_$" or ord(ch) > 127
 
 
-def _scan(sql: str, dialect: Dialect) -> tuple[list[_Tok], list[int]]:
-    """Tokens (comments dropped) and the offsets of the ``?`` placeholders."""
+def _scan(sql: str, dialect: Dialect) -> tuple[list[_Tok], list[int], list[int]]:
+    """Tokens (comments dropped), the offsets of the ``?`` placeholders, and where each token ends."""
     pg = dialect == "postgresql"
     toks: list[_Tok] = []
     params: list[int] = []
+    ends: list[int] = []
     depth = 0
     i, n = 0, len(sql)
     while i < n:
+        if len(ends) < len(toks):  # every branch moves i past what it read
+            ends.append(i)
         ch = sql[i]
         if ch.isspace():
             i += 1
@@ -242,7 +251,9 @@ def _scan(sql: str, dialect: Dialect) -> tuple[list[_Tok], list[int]]:
             i += 1
     if depth:
         raise refuse("an unbalanced '('")
-    return toks, params
+    if len(ends) < len(toks):
+        ends.append(n)
+    return toks, params, ends
 
 
 def _skip_block_comment(sql: str, i: int, *, nested: bool) -> int:
@@ -339,6 +350,57 @@ def _check_ids(toks: list[_Tok], verb: str, first: str) -> None:
                 raise refuse("setting id in UPDATE", "the store assigns ids")
 
 
+_TOO_LARGE = "tusk-fujsen-result-bytes:"
+
+
+def bounded_sql(checked: Checked) -> str:
+    """PostgreSQL: ``checked`` wrapped so the *server* refuses a result past the byte cap.
+
+    libpq reads a whole row (without a server-side cursor, a whole result) before the client
+    can count one byte of it, so :func:`fetch_capped` alone comes too late for one huge value
+    (``SELECT repeat('x', 500000000)``) or a batch of large ones. Wrapped, the server measures
+    each row as it will send it (``record_send``: the row in binary, what the client receives)
+    and keeps a running total in row order (a window sum; each row is checked alone first, so
+    the window never holds a huge one). The first row that takes the total past
+    ``FUJSEN_SQL_MAX_BYTES`` raises an error on the server instead of being sent: the client
+    reads at most the cap. A read stays a subquery, which a server-side cursor streams; a write
+    that returns rows becomes a data-modifying CTE (run once, as written, and rolled back with
+    the error); other writes return no rows and go as they are. Every name is schema-qualified
+    so nothing on the fujsen role's search_path can stand in for it.
+    """
+    if checked.verb != "select" and not checked.returning:
+        return checked.sql
+
+    def refuse_past(col: str) -> str:
+        return (
+            f"CASE WHEN {col} OPERATOR(pg_catalog.>) {FUJSEN_SQL_MAX_BYTES} "
+            f"THEN CAST(pg_catalog.concat('{_TOO_LARGE}', {col}) AS pg_catalog.int4) IS NULL ELSE true END"
+        )
+
+    source = "tusk_q" if checked.verb != "select" else f"(\n{checked.sql}\n) AS tusk_q"
+    sized = (
+        "SELECT tusk_q AS tusk_row, pg_catalog.octet_length(pg_catalog.record_send(tusk_q)) AS tusk_size "
+        f"FROM {source} OFFSET 0"
+    )
+    body = (
+        "SELECT (tusk_r.tusk_row).* FROM (SELECT tusk_s.tusk_row, pg_catalog.sum(tusk_s.tusk_size) "
+        f"OVER (ROWS UNBOUNDED PRECEDING) AS tusk_total FROM ({sized}) AS tusk_s "
+        f"WHERE {refuse_past('tusk_s.tusk_size')}) AS tusk_r WHERE {refuse_past('tusk_r.tusk_total')}"
+    )
+    if checked.verb != "select":
+        return f"WITH tusk_q AS (\n{checked.sql}\n) {body}"
+    return body
+
+
+def result_too_large(message: str | None) -> StoreError | None:
+    """The store's error for the server's refusal raised by :func:`bounded_sql`, else None."""
+    if message is None or _TOO_LARGE not in message:
+        return None
+    return StoreError(
+        f"fujsen SQL returned more than {FUJSEN_SQL_MAX_BYTES:,} bytes; select fewer or smaller values"
+    )
+
+
 _local = threading.local()
 
 
@@ -352,6 +414,21 @@ def call_deadline(deadline: float | None) -> float | None:
     return previous
 
 
+def bound_results(on: bool) -> bool:
+    """Whether SQL run for the current fujsen call (this thread) has its results bounded on the
+    server (:func:`bounded_sql`): set for untrusted configs. Returns the previous value."""
+    previous: bool = getattr(_local, "bounded", False)
+    _local.bounded = on
+    return previous
+
+
+def sql_for(checked: Checked) -> str:
+    """The text to send for ``checked`` on PostgreSQL: bounded on the server when this thread's
+    call asks for it, else as written (a trusted config's reads skip the wrapper's cost, 1.1-1.6x
+    per statement in ``benchmarks/fujsen_sql.py``, and keep the client-side cap of :func:`fetch_capped`)."""
+    return bounded_sql(checked) if getattr(_local, "bounded", False) else checked.sql
+
+
 def statement_timeout() -> float:
     """Seconds the next fujsen statement may run: the store's cap, or less when the call's time is short."""
     deadline = getattr(_local, "deadline", None)
@@ -360,12 +437,15 @@ def statement_timeout() -> float:
     return max(0.001, min(FUJSEN_SQL_TIMEOUT_S, deadline - time.monotonic()))
 
 
-def fetch_capped(cur: Any) -> list[tuple[Any, ...]]:
+def fetch_capped(cur: Any, *, batched: bool = True) -> list[tuple[Any, ...]]:
     """Rows of ``cur``, fetched in batches, refused once they pass the row *or* byte cap.
 
     Bytes are counted as rows arrive (text and blobs by length, other values as 8). The first
-    batch is one row and later batches are sized from the rows seen so far, so a result of a
-    few huge values stops after about one value, not after a batch of them.
+    batch is one row and later batches are sized from the rows seen so far, so a result of
+    uniform rows stops after about one batch. Rows that grow later in a result could still
+    fill a batch: for untrusted configs PostgreSQL bounds that on the server
+    (:func:`bounded_sql`); SQLite, whose rows cost no round trip, is read one row at a time
+    (``batched=False``).
     """
     rows: list[tuple[Any, ...]] = []
     size = 0
@@ -384,15 +464,16 @@ def fetch_capped(cur: Any) -> list[tuple[Any, ...]]:
             )
         if len(rows) > FUJSEN_SQL_MAX_ROWS:
             return rows  # the store's row check names the limit
-        per_row = size // len(rows) + 1
-        batch = max(1, min(FUJSEN_SQL_FETCH_BATCH, (FUJSEN_SQL_MAX_BYTES - size) // per_row))
+        if batched:
+            per_row = size // len(rows) + 1
+            batch = max(1, min(FUJSEN_SQL_FETCH_BATCH, (FUJSEN_SQL_MAX_BYTES - size) // per_row))
 
 
 def check(sql: str, nparams: int, dialect: Dialect) -> Checked:
     """Check fujsen SQL against the rules above; raise :class:`SqlRefused` with the reason."""
     if not isinstance(sql, str):
         raise SqlRefused(f"statement refused: SQL must be text, not {type(sql).__name__}")
-    toks, params = _scan(sql, dialect)
+    toks, params, ends = _scan(sql, dialect)
     while toks and toks[-1].kind == "punct" and toks[-1].text == ";":
         toks.pop()
     if not toks:
@@ -435,17 +516,19 @@ def check(sql: str, nparams: int, dialect: Dialect) -> Checked:
         )
     text = sql
     if dialect == "postgresql":
+        body = sql[: ends[len(toks) - 1]]  # no trailing ';' or comment: the text can be wrapped
         # psycopg reads %s placeholders and %% everywhere in the text, literals included.
         pieces, last = [], 0
         for pos in params:
-            pieces.append(sql[last:pos].replace("%", "%%"))
+            pieces.append(body[last:pos].replace("%", "%%"))
             last = pos + 1
-        pieces.append(sql[last:].replace("%", "%%"))
+        pieces.append(body[last:].replace("%", "%%"))
         text = "%s".join(pieces)
-    return Checked(text, verb, len(params))
+    returning = any(t.kind == "word" and t.depth == 0 and t.text == "returning" for t in toks)
+    return Checked(text, verb, len(params), returning)
 
 
 __all__ = [
-    "ALLOWED_FIRST", "Checked", "Dialect", "SqlRefused", "call_deadline", "check", "fetch_capped", "refuse",
-    "statement_timeout",
+    "ALLOWED_FIRST", "Checked", "Dialect", "SqlRefused", "bound_results", "bounded_sql", "call_deadline", "check",
+    "fetch_capped", "refuse", "result_too_large", "sql_for", "statement_timeout",
 ]

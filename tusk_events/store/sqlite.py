@@ -593,17 +593,17 @@ class SQLiteStore(EventStore):
         return self._execute("SELECT count(*) FROM tusk_outbox")[0][0]
 
     def untracked(
-        self, service: str, types: Sequence[str], since: Any, after_id: int, limit: int
+        self, service: str, types: Sequence[str] | None, since: Any, after_id: int, limit: int
     ) -> list[StoredEvent]:
-        if not types:
+        if types is not None and not types:
             return []
-        marks = ", ".join("?" * len(types))
+        of_types = "" if types is None else f"e.event_type IN ({', '.join('?' * len(types))}) AND "
         rows = self._execute(
-            f"SELECT {_E_COLUMNS} FROM event_store e WHERE e.event_type IN ({marks}) "
-            "AND e.timestamp > ? AND e.id > ? AND e.event_id IS NOT NULL AND NOT EXISTS "
+            f"SELECT {_E_COLUMNS} FROM event_store e WHERE {of_types}"
+            "e.timestamp > ? AND e.id > ? AND e.event_id IS NOT NULL AND NOT EXISTS "
             "(SELECT 1 FROM tusk_tracking t WHERE t.service = ? AND t.event_id = e.event_id) "
             "ORDER BY e.id LIMIT ?",
-            (*types, timestamps.canonical(since), after_id, service, limit),
+            (*(types or ()), timestamps.canonical(since), after_id, service, limit),
         )
         return list(starmap(StoredEvent, rows))
 
@@ -649,7 +649,7 @@ class SQLiteStore(EventStore):
                 cur = held.conn.execute(sql, params)
                 rows = []
                 if want_rows and cur.description is not None:
-                    rows = sqlguard.fetch_capped(cur)  # rows and bytes, counted as they come
+                    rows = sqlguard.fetch_capped(cur, batched=False)  # rows and bytes, counted per row
                 rowcount = cur.rowcount
             except sqlite3.Error as e:
                 if guard.reason is not None:
