@@ -25,11 +25,19 @@ cluster:
 
        python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only kill \
            --kill-n 20000 --kills 20
-4. Exactly-once tracking on against off (today's path), side by side on SQLite and on
-   PostgreSQL, for a handler without SQL and one that ``execute``s an INSERT and ``publish``es:
+5. Exactly-once tracking on against off (today's path), side by side on SQLite and on
+   PostgreSQL in one run, for a handler without SQL and one that ``execute``s an INSERT and
+   ``publish``es; each round runs on and off next to each other, and the ratio reported is
+   the median of the rounds' ratios:
 
-       python benchmarks/runtime.py --skip throughput --skip latency --skip kill \
+       python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only tracking \
            --postgres postgresql://postgres@127.0.0.1:5432/test
+
+6. ``--only versions --other TREE``: this tree's runtime against another checkout's (e.g.
+   ``git worktree add /tmp/old b6675a8``), fresh processes alternating, events/s and CPU:
+
+       python benchmarks/runtime.py --redis redis://127.0.0.1:6379/13 --only versions \
+           --other /tmp/old --rounds 10
 
 Medians of several rounds; the machine is shared, so compare ratios, not absolute numbers.
 """
@@ -415,46 +423,106 @@ def _pg_schema(pg_url: str) -> tuple[str, Any]:
     return f"{pg_url}{sep}options=-csearch_path%3D{schema}", drop
 
 
-def tracked_run(url: str, n: int, store_url: str, config: str, tracking: bool) -> float:
-    """Events/s of run_until_idle on n pre-published events, tracking on or off."""
+def tracked_run(url: str, n: int, store_url: str, config: str, tracking: bool) -> tuple[float, float]:
+    """Events/s of run_until_idle on n pre-published events, tracking on or off; and the
+    process's CPU µs per event (every thread: the tracking writer's too)."""
     _flush(url)
     cfg = TSK.from_string(config, env={"EVENT_BUS": url, "EVENT_STORE": store_url})
     with Runtime([cfg], tracking=tracking) as rt:
         rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rt.run_until_idle(startup=False)
-        rate = n / (time.perf_counter() - t0)
+        rate, cpu = n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1e6
         assert rt.summary.handled == n, rt.summary.to_dict()
-    return rate
+    return rate, cpu
 
 
-def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None) -> None:
+def bench_tracking(url: str, n: int, rounds: int, tmp: Path, pg_url: str | None) -> dict[str, float]:
+    """Tracking on against off, side by side; returns the median per-round on/off ratios."""
     from tusk_events.fujsen import helpers
 
     print(f"exactly-once tracking on vs off (today's path), one worker, {n:,} events on {url} "
-          f"({n // 10:,} for execute+publish, whose commits bound it), median events/s of "
-          f"{rounds} rounds, on/off alternating in the same process")
+          f"({n // 10:,} for execute+publish, whose commits bound it), {rounds} rounds, on and off "
+          "next to each other in each round (their order alternates), one process")
+    print("  store      handler            median events/s: off      on   on/off    "
+          "CPU µs/event: off      on   off/on")
     backends = [("sqlite", None)] + ([("postgresql", pg_url)] if pg_url else [])
+    ratios: dict[str, float] = {}
     for backend, base in backends:
         for label, config in (("no SQL", ONE_SERVICE), ("execute+publish", EFFECTS_SERVICE)):
             rates: dict[bool, list[float]] = {False: [], True: []}
+            cpus: dict[bool, list[float]] = {False: [], True: []}
             for r in range(rounds):
-                for tracking in (False, True):
+                for tracking in ((False, True) if r % 2 == 0 else (True, False)):
                     if base is None:
                         store_url, drop = f"sqlite:///{tmp}/track-{r}-{tracking}-{label[:2]}.db", None
                     else:
                         store_url, drop = _pg_schema(base)
                     try:
                         size = n if config is ONE_SERVICE else max(1, n // 10)  # commit-bound
-                        rates[tracking].append(tracked_run(url, size, store_url, config, tracking))
+                        rate, cpu = tracked_run(url, size, store_url, config, tracking)
+                        rates[tracking].append(rate)
+                        cpus[tracking].append(cpu)
                     finally:
                         store = helpers._stores.pop(store_url, None)
                         if store is not None:
                             store.close()
                         if drop is not None:
                             drop()
-            off, on = _median(rates[False]), _median(rates[True])
-            print(f"  {backend:10} {label:16} off {off:8,.0f}   on {on:8,.0f}   on/off {on / off:.2f}x")
+            # the ratio within each round (runs next to each other) resists the shared machine's drift
+            ratio = _median([b / a for a, b in zip(rates[False], rates[True])])
+            cpu_ratio = _median([a / b for a, b in zip(cpus[False], cpus[True])])
+            ratios[f"{backend} {label}"] = ratio
+            print(f"  {backend:10} {label:16} {_median(rates[False]):20,.0f} {_median(rates[True]):8,.0f}   "
+                  f"{ratio:.2f}x {_median(cpus[False]):20,.1f} {_median(cpus[True]):7,.1f}   {cpu_ratio:.2f}x")
+    return ratios
+
+
+_ONE_RUN = """
+import sys, tempfile, time
+import redis
+from tusk_events import TSK
+try:
+    from tusk_events.runtime.core import Runtime
+except ImportError:  # an older tree: one runtime module
+    from tusk_events.runtime import Runtime
+url, n, config = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+redis.Redis.from_url(url).flushdb()
+store = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+cfg = TSK.from_string(config, env={"EVENT_BUS": url, "EVENT_STORE": store})
+with Runtime([cfg]) as rt:
+    rt.bus.publish_many(("tick", {"n": i}) for i in range(n))
+    t0, c0 = time.perf_counter(), time.process_time()
+    rt.run_until_idle(startup=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert rt.summary.handled == n, rt.summary.to_dict()
+print(n / wall, cpu / n * 1e6)
+"""
+
+
+def bench_versions(url: str, n: int, rounds: int, other: Path) -> None:
+    """This tree's runtime against another checkout's (``git worktree add /tmp/old <commit>``),
+    one fresh process each, alternating, with the throughput section's config."""
+
+    def one(tree: Path) -> tuple[float, float]:
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        out = subprocess.run([sys.executable, "-c", _ONE_RUN, url, str(n), ONE_SERVICE], env=env, cwd=tempfile.gettempdir(),
+                             capture_output=True, text=True, check=True).stdout.split()
+        return float(out[-2]), float(out[-1])
+
+    here: list[tuple[float, float]] = []
+    there: list[tuple[float, float]] = []
+    for r in range(rounds):
+        for tree in ((ROOT, other) if r % 2 == 0 else (other, ROOT)):
+            (here if tree == ROOT else there).append(one(tree))
+    rate = _median([a[0] / b[0] for a, b in zip(here, there)])
+    cpu = _median([b[1] / a[1] for a, b in zip(here, there)])
+    print(f"runtime throughput, this tree vs {other} (one worker, {n:,} events on {url}, {rounds} "
+          "alternating pairs of fresh processes)")
+    print(f"  median events/s  this {_median([h[0] for h in here]):10,.0f}   other {_median([t[0] for t in there]):10,.0f}"
+          f"   median pair ratio {rate:.2f}x")
+    print(f"  CPU µs/event     this {_median([h[1] for h in here]):10.1f}   other {_median([t[1] for t in there]):10.1f}"
+          f"   median pair ratio (other/this) {cpu:.2f}x")
 
 
 def main() -> None:
@@ -465,17 +533,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--kill-n", type=int, default=100000)
     ap.add_argument("--kills", type=int, default=1, help="SIGKILLs of workers in the kill test (at random points)")
-    sections = ["throughput", "latency", "kill", "progress", "tracking"]
+    sections = ["throughput", "latency", "kill", "progress", "tracking", "versions"]
     ap.add_argument("--skip", action="append", default=[], choices=sections)
     ap.add_argument("--only", choices=sections, help="run one section")
     ap.add_argument("--progress-interval", type=float, default=0.1, metavar="S",
                     help="seconds between progress lines in the progress section")
     ap.add_argument("--postgres", metavar="URL",
                     help="also measure tracking on PostgreSQL (a fresh schema, dropped after)")
-    ap.add_argument("--tracking-n", type=int, default=5000)
+    ap.add_argument("--tracking-n", type=int, default=10000,
+                    help="events per tracking run (a tenth for execute+publish); short runs measure start-up")
+    ap.add_argument("--other", metavar="TREE", type=Path,
+                    help="the versions section: another checkout of tusk_events to compare against")
     args = ap.parse_args()
     if args.only:
         args.skip = [s for s in sections if s != args.only]
+    elif args.other is None:
+        args.skip.append("versions")
+    if "versions" not in args.skip and args.other is None:
+        ap.error("--only versions needs --other TREE")
     with tempfile.TemporaryDirectory() as tmp:
         store_url = f"sqlite:///{tmp}/bench.db"
         if "progress" not in args.skip:
@@ -490,6 +565,8 @@ def main() -> None:
             bench_kill(args.redis, args.kill_n, Path(tmp), args.kills)
         if "tracking" not in args.skip:
             bench_tracking(args.redis, args.tracking_n, args.rounds, Path(tmp), args.postgres)
+        if "versions" not in args.skip:
+            bench_versions(args.redis, args.n, max(args.rounds, 6), args.other.resolve())
 
 
 if __name__ == "__main__":

@@ -18,13 +18,12 @@ flow can then be followed across services.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,14 +151,25 @@ def current_event() -> Event | None:
     return _current.get()
 
 
-@contextlib.contextmanager
-def handling(event: Event) -> Iterator[Event]:
-    """Mark ``event`` as the one being handled: events created inside are caused by it."""
-    token = _current.set(event)
-    try:
-        yield event
-    finally:
-        _current.reset(token)
+class handling:  # noqa: N801 - used as a function: ``with handling(event):``
+    """Mark ``event`` as the one being handled: events created inside are caused by it.
+
+    A class, not a generator: it is entered twice per handled event.
+    """
+
+    __slots__ = ("event", "token")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.token: contextvars.Token[Event | None] | None = None
+
+    def __enter__(self) -> Event:
+        self.token = _current.set(self.event)
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.token is not None
+        _current.reset(self.token)
 
 
 __all__ = [

@@ -317,6 +317,50 @@ def test_only_one_relay_works_at_a_time(store_url: str) -> None:
         assert other.relay.tick(now=later + 3600) is True
 
 
+PURE = """
+[app]
+event_bus: @env("EVENT_BUS", "memory://")
+event_store: @env("EVENT_STORE", "sqlite:///unused.db")
+
+[counter]
+subscribe: ["tick"]
+handle_fujsen = '''
+def handle(event):
+    redis.from_url(event_bus).incr("pure:" + event["id"])
+'''
+"""
+
+
+def test_rows_of_handlers_without_store_effects_are_written_in_batches_by_one_thread(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tusk_events.defaults import TRACKING_BATCH
+
+    env = {"EVENT_BUS": "memory://" + uuid.uuid4().hex[:10], "EVENT_STORE": store_url}
+    with Runtime([TSK.from_string(PURE, env=env, path="pure.tsk")]) as rt:
+        writers: list[threading.Thread] = []  # kept alive: their identity is what is compared
+        track_many = rt.store.track_many
+
+        def recording(rows: object, outcome: str) -> None:
+            writers.append(threading.current_thread())
+            track_many(rows, outcome)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(rt.store, "track_many", recording)
+        svc = rt.services[0]
+        events = [new_event("tick", {}) for _ in range(3 * TRACKING_BATCH)]
+        for event in events:
+            assert rt.process(svc, event) == "handled"
+        end = time.monotonic() + 30  # written in the background, without a stop or a relay pass
+        while time.monotonic() < end and not all(rt.store.tracked("counter", e.id) == HANDLED for e in events):
+            time.sleep(0.05)
+        assert all(rt.store.tracked("counter", e.id) == HANDLED for e in events)
+        assert len(writers) >= 2 and all(w is writers[0] for w in writers)  # batches, one thread (not one each)
+        assert writers[0] is not threading.current_thread()  # off the handling thread
+        rt.client.delete(*[f"tusk:dedup:counter:{e.id}" for e in events])  # the bus forgot them
+        assert rt.process(svc, events[0]) == "duplicate"  # the store's row still stops a re-run
+        assert rt.client.get(f"pure:{events[0].id}") == b"1"
+
+
 def test_tracking_off_gives_todays_path(store_url: str) -> None:
     with runtime(store_url, tracking=False) as rt:
         event = new_event("order_placed", {})

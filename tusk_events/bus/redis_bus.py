@@ -276,10 +276,38 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+_HiredisPacker: Any
+try:
+    from hiredis import pack_command as _hiredis_pack
+    from redis.connection import HiredisRespSerializer as _HiredisPacker
+except ImportError:  # pragma: no cover - redis-py packs without it
+    _hiredis_pack = _HiredisPacker = None
+
+
+def _pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
+    """The wire bytes of ``commands``: straight through hiredis when the connection packs with it.
+
+    The same bytes as ``conn.pack_commands`` for the bytes, str, int and float arguments the bus
+    sends, without redis-py's per-argument Python pass, which was a fifth of a consumer's time.
+    """
+    if (
+        _hiredis_pack is not None
+        and type(getattr(conn, "_command_packer", None)) is _HiredisPacker
+        and conn.encoder.encoding in ("utf-8", "utf8")  # as hiredis encodes str
+    ):
+        try:
+            return [b"".join([_hiredis_pack(c) for c in commands])]
+        except TypeError:  # an argument hiredis does not take: redis-py says which, below
+            pass
+    packed: list[bytes] = conn.pack_commands(commands)
+    return packed
+
+
 def _roundtrip(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` in one write and read their raw replies; error replies come back as values."""
     try:
-        conn.send_packed_command(conn.pack_commands(commands))
+        conn.send_packed_command(_pack(conn, commands))
         replies: list[Any] = []
         for _ in commands:
             try:

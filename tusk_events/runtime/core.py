@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("6f1c2a4e-8b0d-4c55-9a3e-1d2b7e0f9c31")
 
 
-@dataclass
+@dataclass(slots=True)
 class _PublishContext:
     """The event a handler is working on, so what it publishes gets derived ids."""
 
@@ -317,7 +317,8 @@ class Runtime:
         spec = svc.spec
         durable = delivery is not None and delivery.mode == "durable"
         tracked = delivery is None or durable  # broadcast: every instance handles it
-        dedup_key = f"{getattr(self.bus, 'dedup_prefix', DEDUP_PREFIX)}{spec.group}:{event.id}"
+        # with a durable delivery the bus keeps the record, in the round trip of its ack
+        dedup_key = "" if durable else f"{getattr(self.bus, 'dedup_prefix', DEDUP_PREFIX)}{spec.group}:{event.id}"
         # a first durable delivery was never handled here, or the bus's record would have
         # stopped it; a repeat (count > 1) may follow a crash between commit and ack
         recheck = delivery is None or delivery.count > 1

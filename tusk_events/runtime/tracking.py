@@ -31,10 +31,11 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tusk_events.defaults import TRACKING_BATCH, TRACKING_FLUSH_S
+from tusk_events.defaults import TRACKING_BATCH, TRACKING_FLUSH_S, TRACKING_IDLE_S
 from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import EventStore
@@ -49,23 +50,20 @@ class Attempt:
     ``duplicate`` is True afterwards when another handling had committed the event. A failure
     after the store connection was lost is raised as :class:`StoreError` (the event stays
     unacknowledged and is delivered again), not as the handler's failure. A class rather than
-    a generator: it runs once per event.
+    a generator, with as little as possible in it: it runs once per event.
     """
 
-    __slots__ = ("duplicate", "event_id", "service", "token", "tracker", "unit")
+    __slots__ = ("duplicate", "token", "tracker", "unit")
 
-    def __init__(self, tracker: Tracker | None, service: str = "", event_id: str = "") -> None:
+    def __init__(self, tracker: Tracker | None, unit: Unit | None = None) -> None:
         self.tracker = tracker
-        self.service = service
-        self.event_id = event_id
-        self.unit: Unit | None = None
+        self.unit = unit
         self.token: contextvars.Token[Unit | None] | None = None
         self.duplicate = False
 
     def __enter__(self) -> Attempt:
-        if self.tracker is not None:
-            self.unit = unit = self.tracker.store.unit(self.service, self.event_id)
-            self.token = current_unit.set(unit)
+        if self.unit is not None:
+            self.token = current_unit.set(self.unit)
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -81,18 +79,22 @@ class Attempt:
                 return True
             if unit.broken is not None:
                 raise StoreError(
-                    f"the event store failed while {self.service} handled {self.event_id}: "
+                    f"the event store failed while {unit.service} handled {unit.event_id}: "
                     f"{unit.broken}"
                 ) from exc
             return False
         if not unit.began and not unit.events:  # nothing to commit but the tracking row
             unit.closed = True
-            tracker._pure_done(self.service, self.event_id)
+            tracker._pure_done(unit.service, unit.event_id)
         elif not unit.commit():
             self.duplicate = True
         elif unit.events and tracker.on_commit is not None:
             tracker.on_commit(unit.events)
         return False
+
+
+_UNTRACKED = Attempt(None)
+"""The attempt of an untracked handling: does nothing, never changes (shared)."""
 
 
 class Tracker:
@@ -126,46 +128,60 @@ class Tracker:
     def attempt(self, service: str, event: Event, tracked: bool = True) -> Attempt:
         """The context of one run of the handler (see :class:`Attempt`)."""
         if not (self.enabled and tracked):
-            return Attempt(None)
-        return Attempt(self, service, event.id)
+            return _UNTRACKED
+        return Attempt(self, self.store.unit(service, event.id))
 
     def _pure_done(self, service: str, event_id: str) -> None:
         with self._lock:
-            self._pure[(service, event_id)] = None
+            pure = self._pure
+            pure[(service, event_id)] = None
             if self._flusher is None:
                 self._flusher = threading.Thread(
                     target=self._flush_loop, name="tusk-tracking", daemon=True
                 )
                 self._flusher.start()
-            if len(self._pure) >= TRACKING_BATCH:
+            elif len(pure) == TRACKING_BATCH:  # once per batch: a wake-up is not free
                 self._wake.set()
 
     def _flush_loop(self) -> None:
-        """Write batched rows off the handling threads (a commit is slow; handlers need not wait)."""
+        """Write batched rows off the handling threads (a commit is slow; handlers need not wait).
+
+        The thread stays while rows keep coming, and ends after ``TRACKING_IDLE_S`` without
+        any: starting a thread (and its SQLite connection) per batch cost more than the rows.
+        """
+        idle_since: float | None = None
         while True:
-            self._wake.wait(TRACKING_FLUSH_S)
+            if len(self._pure) < TRACKING_BATCH:  # else a full batch is waiting already
+                self._wake.wait(TRACKING_FLUSH_S)
             self._wake.clear()
-            self.flush()
+            if self.flush():
+                idle_since = None
+                continue
+            now = time.monotonic()
+            if idle_since is None:
+                idle_since = now
             with self._lock:
-                if not self._pure:
+                if not self._pure and now - idle_since >= TRACKING_IDLE_S:
                     self._flusher = None
                     return
 
-    def flush(self) -> None:
-        """Write the batched tracking rows of handlings without store effects."""
+    def flush(self) -> int:
+        """Write the batched tracking rows of handlings without store effects; returns how many."""
         with self._flush_lock:
             with self._lock:
                 rows = list(self._pure)
             if not rows:
-                return
+                return 0
             try:
                 self.store.track_many(rows, HANDLED)
             except StoreError as e:  # kept for the next flush
                 log.warning("cannot record %d tracking rows: %s", len(rows), e)
-                return
+                return 0
             with self._lock:
+                pure = self._pure
                 for row in rows:
-                    self._pure.pop(row, None)
+                    pure.pop(row, None)
+            return len(rows)
 
     def defer(self, event: Event) -> bool:
         """Keep an event a handler publishes for its attempt's commit; False outside one."""

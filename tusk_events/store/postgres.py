@@ -32,6 +32,7 @@ the store as a non-superuser owner narrows what such a switch could reach.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -317,7 +318,7 @@ class PostgresStore(EventStore):
                 f"WITH ins AS (INSERT INTO {t} (event_id, event_type, payload, metadata, timestamp) "
                 "SELECT u.event_id, u.event_type, u.payload, u.metadata, u.ts "
                 "FROM (SELECT pg_advisory_xact_lock(%s)) AS serialised, "
-                "unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+                "unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
                 "WITH ORDINALITY AS u(event_id, event_type, payload, metadata, ts, n) "
                 "ORDER BY u.n ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id) "
                 f"INSERT INTO {s}.tusk_outbox (seq, event_id, created) "
@@ -334,10 +335,27 @@ class PostgresStore(EventStore):
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
             ),
+            # the rows come as one JSON object {service: [event ids]}: json.dumps encodes it in
+            # C, where psycopg would dump two text arrays element by element in Python, on the
+            # GIL the handling thread is waiting for
             "track_many": (
                 f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
-                "SELECT u.service, u.event_id, %s, %s "
-                "FROM unnest(%s::text[], %s::text[]) AS u(service, event_id) "
+                "SELECT s.service, e.event_id, %s, %s "
+                "FROM jsonb_each(%s::jsonb) AS s(service, ids), "
+                "jsonb_array_elements_text(s.ids) AS e(event_id) "
+                "ON CONFLICT (service, event_id) "
+                "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
+                "WHERE t.outcome <> 'handled'"
+            ),
+            # the same, committed without waiting for the WAL flush: one statement (its own
+            # transaction on an autocommit connection) where BEGIN, SET LOCAL and COMMIT were three
+            # more round trips; set_config(..., true) lasts until that transaction's commit
+            "track_many_lazy": (
+                f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
+                "SELECT s.service, e.event_id, %s, %s "
+                "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy, "
+                "jsonb_each(%s::jsonb) AS s(service, ids), "
+                "jsonb_array_elements_text(s.ids) AS e(event_id) "
                 "ON CONFLICT (service, event_id) "
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
@@ -353,7 +371,7 @@ class PostgresStore(EventStore):
                 f"SELECT {_E_COLUMNS} FROM {s}.tusk_outbox o JOIN {t} e ON e.id = o.seq "
                 "WHERE o.created < %s ORDER BY o.seq LIMIT %s"
             ),
-            "confirm": f"DELETE FROM {s}.tusk_outbox WHERE event_id = ANY(%s)",
+            "confirm": f"DELETE FROM {s}.tusk_outbox WHERE event_id = ANY(%b::text[])",
             "outbox_count": f"SELECT count(*) FROM {s}.tusk_outbox",
             "untracked": (
                 f"SELECT {_E_COLUMNS} FROM {t} e WHERE e.event_type = ANY(%s) "
@@ -642,15 +660,16 @@ class PostgresStore(EventStore):
         return bool(cur.rowcount == 1)
 
     def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
-        pairs = list(rows)
-        if not pairs:
+        by_service: dict[str, list[str]] = {}
+        for service, event_id in rows:
+            by_service.setdefault(service, []).append(event_id)
+        if not by_service:
             return
-        services, ids = (list(c) for c in zip(*pairs))
+        # batched rows of handlings without store effects need not wait for the WAL flush
+        sql = self._sql["track_many_lazy" if outcome == HANDLED else "track_many"]
         try:
-            with self._connection() as conn, conn.transaction():
-                if outcome == HANDLED:  # batched rows of handlings without store effects
-                    conn.execute("SET LOCAL synchronous_commit = off")
-                conn.execute(self._sql["track_many"], (outcome, time.time(), services, ids))
+            with self._connection() as conn:  # autocommit: the statement is its transaction
+                conn.execute(sql, (outcome, time.time(), json.dumps(by_service)))
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error("cannot record tracking rows", e) from e
 

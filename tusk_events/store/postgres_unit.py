@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 class PostgresUnit(Unit):
+    __slots__ = ("_conn", "_pool")
     store: PostgresStore
 
     def __init__(self, store: PostgresStore, service: str, event_id: str) -> None:

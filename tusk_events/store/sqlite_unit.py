@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 class SQLiteUnit(Unit):
+    __slots__ = ("_held", "_locked")
     store: SQLiteStore
 
     def __init__(self, store: SQLiteStore, service: str, event_id: str) -> None:
