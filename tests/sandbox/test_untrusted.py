@@ -799,3 +799,12 @@ def test_the_untrusted_redis_helper_refuses_a_client_it_cannot_bound(monkeypatch
     with pytest.raises(Violation, match="single Redis server only"):
         helpers._open_capped_redis("redis+cluster://127.0.0.1:7000")
     assert made.closed
+
+
+def test_a_violation_outside_any_call_does_not_fail_the_next_call():
+    from tusk_events.fujsen.guards import Violation, violate
+
+    with pytest.raises(Violation):
+        violate("tripped by host code, outside any fujsen call")
+    cfg = TSK.from_string('[s]\nf = """\ndef f(x):\n    return x + 1\n"""\n')
+    assert cfg.execute_fujsen("s", "f", 1) == 2

@@ -168,9 +168,13 @@ def state() -> CallState:
 
 
 def record_violation(message: str) -> None:
-    """Remember a run-time violation so it is reported even if the fujsen swallows it."""
+    """Remember a run-time violation so it is reported even if the fujsen swallows it.
+
+    Only inside a call: host code that trips a guard outside one (a helper opened by the host)
+    gets the exception, and must not leave a violation behind for this thread's next call.
+    """
     st = state()
-    if st.violation is None:
+    if st.active and st.violation is None:
         st.violation = message
 
 
