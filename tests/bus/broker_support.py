@@ -63,9 +63,13 @@ def amqp_namespace_url() -> Iterator[str]:
         probe.close()
 
 
+KAFKA_SESSION_TIMEOUT_MS = 3000
+"""tansu holds a group's JoinGroup for half the session timeout: 3 s sessions make a join 1.5 s."""
+
+
 def kafka_prefix_url(broker: str) -> Iterator[str]:
     """A topic prefix of its own on the private tansu broker; its topics are deleted afterwards."""
-    url = f"kafka://{broker}/t{uuid.uuid4().hex[:12]}"
+    url = f"kafka://{broker}/t{uuid.uuid4().hex[:12]}?session_timeout_ms={KAFKA_SESSION_TIMEOUT_MS}"
     probe = connect(url, retries=3)
     try:
         yield url

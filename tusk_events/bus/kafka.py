@@ -62,6 +62,7 @@ from tusk_events.defaults import (
     BUS_KAFKA_PARTITIONS,
     BUS_KAFKA_POLL_SLICE_S,
     BUS_KAFKA_PREFIX,
+    BUS_KAFKA_SESSION_TIMEOUT_MS,
 )
 from tusk_events.errors import BusError
 from tusk_events.events import Event
@@ -142,6 +143,12 @@ class KafkaBus(BrokerBus):
             raise BusError(f"partitions must be a number in {self.shown_url}") from None
         if self.partitions < 1:
             raise BusError(f"partitions must be at least 1 in {self.shown_url}")
+        try:
+            self.session_timeout_ms = int(query.get("session_timeout_ms", BUS_KAFKA_SESSION_TIMEOUT_MS))
+        except ValueError:
+            raise BusError(f"session_timeout_ms must be a number in {self.shown_url}") from None
+        if self.session_timeout_ms < 1000:
+            raise BusError(f"session_timeout_ms must be at least 1000 in {self.shown_url}")
         self.key_field = query.get("key") or None
         self.root = f"{self.prefix}.{topic_token((stream_prefix or 'ev').strip(':.'))}"
         self.broadcast_topic = f"{self.prefix}.{topic_token(self.channel)}"
@@ -170,6 +177,11 @@ class KafkaBus(BrokerBus):
                 "message.timeout.ms": int(_TIMEOUT_S * 1000),
             })
         return self._producer
+
+    def group_id(self, group: str | None) -> str:
+        """The Kafka consumer group of a bus group: under the prefix, as its topics are, so buses
+        with different prefixes on one cluster never share (or stall) a group of the same name."""
+        return f"{self.prefix}.{group or ''}"
 
     def topic(self, type: str) -> str:
         return f"{self.root}.{topic_token(type)}"
@@ -365,7 +377,7 @@ class KafkaBus(BrokerBus):
         return out
 
     def _uncommitted(self, group: str, topic: str, marks: dict[int, tuple[int, int]]) -> int:
-        c = Consumer({**self.base_config(), "group.id": group, "enable.auto.commit": False})
+        c = Consumer({**self.base_config(), "group.id": self.group_id(group), "enable.auto.commit": False})
         try:
             committed = c.committed([TopicPartition(topic, p) for p in marks], timeout=_TIMEOUT_S)
         finally:
@@ -381,7 +393,7 @@ class KafkaBus(BrokerBus):
 
         def go() -> dict[tuple[str, int], int]:
             out: dict[tuple[str, int], int] = {}
-            probe = Consumer({**self.base_config(), "group.id": group, "enable.auto.commit": False})
+            probe = Consumer({**self.base_config(), "group.id": self.group_id(group), "enable.auto.commit": False})
             try:
                 for t in types:
                     topic = self.topic(t)
@@ -439,9 +451,12 @@ class _KafkaReader(Reader):
         if self.topics is not None:
             bus.ensure_topics(self.topics)
         cfg = {
-            **bus.base_config(), "group.id": sub.group, "client.id": sub.consumer,
+            **bus.base_config(), "group.id": bus.group_id(sub.group), "client.id": sub.consumer,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1000,
+            # a member heartbeats a few times per session: a rebalance (a member joining or
+            # leaving) is heard within one heartbeat, a dead member missed after one session
+            "session.timeout.ms": bus.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, min(1000, bus.session_timeout_ms // 5)),
         }
         if bus.discover_interval_s is not None:
             cfg["topic.metadata.refresh.interval.ms"] = max(100, int(bus.discover_interval_s * 1000))
