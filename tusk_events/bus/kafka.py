@@ -78,6 +78,9 @@ _GROUPS_KEY = "tusk:kafka:groups:"
 _COUNT_KEY = "tusk:kafka:delivered:"
 _SAFE = re.compile(r"[A-Za-z0-9._]")
 _ESCAPED = re.compile(r"-([0-9a-f]+)-")
+_RETRY_PUBLISH = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART}
+"""Publish errors librdkafka does not call retriable that a broker coming back cures."""
 
 
 def open_client(url: str) -> Any:
@@ -277,7 +280,11 @@ class KafkaBus(BrokerBus):
             raise TimeoutError(f"{left} records not confirmed by the broker within {_TIMEOUT_S:g}s")
         if errors:
             err = errors[0]
-            if err.retriable():
+            self._known.clear()  # a restarted broker may have lost a topic: look again next time
+            if err.fatal():  # an idempotent producer that lost its sequence (a broker restart) is spent
+                self._producer = None
+                raise KafkaException(err)
+            if err.retriable() or err.code() in _RETRY_PUBLISH:
                 raise KafkaException(err)
             raise BusError(f"Kafka refused a publish on {self.shown_url}: {err.str()}")
 
@@ -515,10 +522,12 @@ class _KafkaReader(Reader):
                 upto = off
             if upto is not None:
                 offsets.append(TopicPartition(topic, part, upto + 1))
-                for off in [o for o in seen if o <= upto]:
-                    del seen[off]
         if offsets and consumer is not None:
             consumer.commit(offsets=offsets, asynchronous=False)
+            for tp in offsets:  # forgotten only once committed: a failed commit is tried again
+                seen = self._fetched.get((tp.topic, tp.partition), {})
+                for off in [o for o in seen if o < tp.offset]:
+                    del seen[off]
 
     # --- Reader -------------------------------------------------------------------------
 
