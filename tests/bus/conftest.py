@@ -45,6 +45,9 @@ KAFKA_DIFFERS = {
     "test_broadcast_run_until_idle_returns_when_quiet":
         "a first publish (topic creation, producer metadata) takes longer than the test's 100 ms quiet time",
     "test_stream_info_reports_length_pending_and_lag": "Kafka does not tell delivered from undelivered records",
+    "test_run_until_idle_gives_up_at_its_timeout":
+        "a new member's first record waits for its group join (half the session timeout on tansu), "
+        "past this test's 0.3 s; test_bus_kafka.py checks the redelivery after a join",
     "test_durable_consumers_of_one_group_share_without_duplicates":
         "records of one type share one partition by default (key = type), which one member owns; "
         "test_bus_kafka.py shares a group's partitions with ?key=id",

@@ -44,7 +44,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import confluent_kafka
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tusk_events.bus.base import GroupInfo, StreamInfo
@@ -161,6 +168,9 @@ class KafkaBus(BrokerBus):
         self._known: set[str] = set()
         self._probe: Any = None
         self._probe_lock = threading.Lock()
+        self._true_ends: dict[tuple[str, int], tuple[int, int]] = {}
+        """(end the broker reported, end read from the last record) per partition: a new batch
+        changes the reported end, so while it stays the same the end read before still holds."""
 
     # --- connection -----------------------------------------------------------------
 
@@ -212,6 +222,20 @@ class KafkaBus(BrokerBus):
                     log.debug("topic %s created meanwhile: %s", t, exc)
         self._known.update(missing)
 
+    def committed(self, group: str | None, parts: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The committed offset of ``group`` per (topic, partition), -1 where it has none (blocking).
+
+        Asked through the admin client: a member's own ``committed()`` waits until a group join
+        in progress is done (seconds on tansu), the admin's OffsetFetch does not."""
+        if not parts:
+            return {}
+        req = ConsumerGroupTopicPartitions(self.group_id(group), [TopicPartition(t, p) for t, p in parts])
+        (fut,) = self.admin().list_consumer_group_offsets([req]).values()
+        out = {(t, p): -1 for t, p in parts}
+        for tp in fut.result(_TIMEOUT_S).topic_partitions or ():
+            out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else -1
+        return out
+
     def ends(self, topics: Sequence[str]) -> dict[tuple[str, int], tuple[int, int]]:
         """(low, end) offsets per partition of ``topics`` (blocking; worker thread).
 
@@ -227,6 +251,10 @@ class KafkaBus(BrokerBus):
             for topic in topics:
                 for p in (md[topic].partitions if topic in md else ()):
                     low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT_S)
+                    known = self._true_ends.get((topic, p))
+                    if known is not None and known[0] == high:  # no batch since: the end read before holds
+                        out[(topic, p)] = (low, max(high, known[1]))
+                        continue
                     out[(topic, p)] = (low, high)
                     if high > low:
                         tail.append(TopicPartition(topic, p, high - 1))
@@ -242,6 +270,8 @@ class KafkaBus(BrokerBus):
                             out[key] = (low, max(high, m.offset() + 1))
                             waiting.discard(key)
                 probe.unassign()
+                for tp in tail:
+                    self._true_ends[(tp.topic, tp.partition)] = (tp.offset + 1, out[(tp.topic, tp.partition)][1])
             return out
 
     async def _disconnect(self) -> None:
@@ -384,15 +414,10 @@ class KafkaBus(BrokerBus):
         return out
 
     def _uncommitted(self, group: str, topic: str, marks: dict[int, tuple[int, int]]) -> int:
-        c = Consumer({**self.base_config(), "group.id": self.group_id(group), "enable.auto.commit": False})
-        try:
-            committed = c.committed([TopicPartition(topic, p) for p in marks], timeout=_TIMEOUT_S)
-        finally:
-            c.close()
         total = 0
-        for tp in committed:
-            low, high = marks[tp.partition]
-            total += high - (tp.offset if tp.offset >= 0 else low)
+        for (_, part), off in self.committed(group, [(topic, p) for p in marks]).items():
+            low, high = marks[part]
+            total += high - (off if off >= 0 else low)
         return total
 
     def partition_lag(self, group: str, types: Sequence[str]) -> dict[tuple[str, int], int]:
@@ -400,20 +425,11 @@ class KafkaBus(BrokerBus):
 
         def go() -> dict[tuple[str, int], int]:
             out: dict[tuple[str, int], int] = {}
-            probe = Consumer({**self.base_config(), "group.id": self.group_id(group), "enable.auto.commit": False})
-            try:
-                for t in types:
-                    topic = self.topic(t)
-                    md = probe.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
-                    if md is None or md.error is not None:
-                        continue
-                    tps = [TopicPartition(topic, p) for p in md.partitions]
-                    ends = self.ends([topic])
-                    for tp in probe.committed(tps, timeout=_TIMEOUT_S):
-                        low, high = ends.get((topic, tp.partition), (0, 0))
-                        out[(t, tp.partition)] = high - (tp.offset if tp.offset >= 0 else low)
-            finally:
-                probe.close()
+            by_topic = {self.topic(t): t for t in types}
+            ends = self.ends(list(by_topic))
+            for (topic, part), off in self.committed(group, sorted(ends)).items():
+                low, high = ends[(topic, part)]
+                out[(by_topic[topic], part)] = high - (off if off >= 0 else low)
             return out
 
         return self.call(lambda: asyncio.to_thread(go), "read consumer lag")
@@ -613,15 +629,15 @@ class _KafkaReader(Reader):
             if not marks:
                 return 0
             total = 0
-            for tp in c.committed([TopicPartition(t, p) for t, p in marks], timeout=_TIMEOUT_S):
-                high = marks[(tp.topic, tp.partition)]
-                start = self._start_marks.get((tp.topic, tp.partition))
-                if tp.offset >= 0:
-                    total += high - tp.offset
+            for key, off in self.bus.committed(self.sub.group, sorted(marks)).items():
+                high = marks[key]
+                start = self._start_marks.get(key)
+                if off >= 0:
+                    total += high - off
                 elif start is not None:
                     total += high - start
                 else:
-                    total += high - ends[(tp.topic, tp.partition)][0]
+                    total += high - ends[key][0]
             return total
 
         return await asyncio.to_thread(go)
@@ -632,13 +648,14 @@ class _KafkaReader(Reader):
     async def close(self) -> None:
         c, self.consumer = self.consumer, None
         if c is not None:
+            owned = bool(self._fetched) or bool(await asyncio.to_thread(c.assignment))
             try:
                 await asyncio.wait_for(asyncio.to_thread(self._commit, c), BUS_BROKER_CALL_TIMEOUT_S)
             finally:
                 # leaving the group can wait for a join still in progress: stop() does not wait for it
                 closing = asyncio.ensure_future(asyncio.to_thread(c.close))
-                try:
-                    await asyncio.wait_for(asyncio.shield(closing), 0.5)
+                try:  # a member that holds no partitions yet has nothing to hand on: no wait
+                    await asyncio.wait_for(asyncio.shield(closing), 0.5 if owned else 0.01)
                 except TimeoutError:
                     log.debug("%s: consumer still leaving its group", self.bus.shown_url)
         self._fetched.clear()
