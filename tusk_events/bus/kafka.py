@@ -466,6 +466,11 @@ class _KafkaReader(Reader):
         """Records handed out and not acknowledged: (due again, message)."""
         self._start_marks: dict[tuple[str, int], int] = {}
         self._woken = False
+        self._unsynced: dict[tuple[str, int], int] = {}
+        """Offsets sent by an asynchronous commit and not confirmed by a synchronous one since."""
+        self._handed: dict[str, int] = {}
+        """Highest offset handed out per partition this member owns, as written to the state store."""
+        self._types: dict[str, str] = {}
 
     # --- blocking parts (worker thread) -----------------------------------------------
 
@@ -510,6 +515,8 @@ class _KafkaReader(Reader):
             log.debug("commit on revoke: %s", exc)
         for tp in tps:
             self._fetched.pop((tp.topic, tp.partition), None)
+            self._unsynced.pop((tp.topic, tp.partition), None)
+            self._handed.pop(f"{tp.topic}/{tp.partition}", None)
             for k in [k for k in self._retry if k[:2] == (tp.topic, tp.partition)]:
                 del self._retry[k]
 
@@ -527,7 +534,13 @@ class _KafkaReader(Reader):
         now = time.monotonic()
         return any(due <= now for due, _ in self._retry.values())
 
-    def _commit(self, consumer: Any = None) -> None:
+    def _commit(self, consumer: Any = None, *, asynchronous: bool = False) -> None:
+        """Commit, per partition, up to the first record not acknowledged yet.
+
+        After each batch the commit is sent without waiting (``asynchronous``): the offsets
+        still follow the handlers, and one that is lost on the way is covered by the next
+        commit, or resent and awaited here before ``pending()`` answers, before the member
+        closes and before its partitions move (a lost one otherwise means redelivery, never loss)."""
         consumer = consumer or self.consumer
         offsets = []
         for (topic, part), seen in self._fetched.items():
@@ -538,12 +551,24 @@ class _KafkaReader(Reader):
                 upto = off
             if upto is not None:
                 offsets.append(TopicPartition(topic, part, upto + 1))
-        if offsets and consumer is not None:
+        if consumer is None:
+            return
+        if asynchronous:
+            if offsets:
+                consumer.commit(offsets=offsets, asynchronous=True)
+                for tp in offsets:
+                    self._unsynced[(tp.topic, tp.partition)] = tp.offset
+        else:
+            offsets += [TopicPartition(t, p, o) for (t, p), o in self._unsynced.items()
+                        if not any(tp.topic == t and tp.partition == p for tp in offsets)]
+            if not offsets:
+                return
             consumer.commit(offsets=offsets, asynchronous=False)
-            for tp in offsets:  # forgotten only once committed: a failed commit is tried again
-                seen = self._fetched.get((tp.topic, tp.partition), {})
-                for off in [o for o in seen if o < tp.offset]:
-                    del seen[off]
+            self._unsynced.clear()
+        for tp in offsets:  # forgotten once sent: a failed synchronous commit is tried again
+            seen = self._fetched.get((tp.topic, tp.partition), {})
+            for off in [o for o in seen if o < tp.offset]:
+                del seen[off]
 
     # --- Reader -------------------------------------------------------------------------
 
@@ -553,59 +578,77 @@ class _KafkaReader(Reader):
 
     async def fetch(self, n: int, wait_s: float) -> list[Message]:
         self._woken = False
-        now = time.monotonic()
-        out: list[Message] = []
-        for k, (due, m) in list(self._retry.items()):
-            if due <= now and len(out) < n:
-                out.append(m)
-        if not out:
-            raw = await asyncio.to_thread(self._poll, n, wait_s)
-            for m in raw:
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    if err.fatal() or not err.retriable():
-                        log.warning("%s: %s", self.bus.shown_url, err.str())
-                        continue
-                    raise KafkaException(err)
-                key = (m.topic(), m.partition(), m.offset())
-                self._fetched.setdefault(key[:2], {})[key[2]] = False
-                out.append(Message(m.value() or b"", 1, f"{m.partition()}-{m.offset()}",
-                                   self.bus.type_of(m.topic()), key))
-            now = time.monotonic()
-            for k, (due, m) in list(self._retry.items()):
-                if due <= now and len(out) < n:
-                    out.append(m)
+        out = self._due_again(n)
+        if not out:  # one trip to a worker thread: poll, turn records into messages, count them
+            out = await asyncio.to_thread(self._take, n, wait_s)
+            out += self._due_again(n - len(out))
         if out:
-            fresh = [m for m in out if m.handle not in self._retry]
-            for m in out:
-                if m.handle in self._retry:
-                    m.count += 1
-            if fresh:
-                await asyncio.to_thread(self._count, fresh)
             due = time.monotonic() + self.sub.visibility_timeout_ms / 1000
+            retry = self._retry
             for m in out:
-                self._retry[m.handle] = (due, m)
+                retry[m.handle] = (due, m)
+        return out
+
+    def _due_again(self, n: int) -> list[Message]:
+        """Records a handler failed on whose visibility timeout has passed, counted once more."""
+        if not self._retry or n <= 0:
+            return []
+        now = time.monotonic()
+        out = [m for due, m in self._retry.values() if due <= now][:n]
+        for m in out:
+            m.count += 1
+        return out
+
+    def _take(self, n: int, wait_s: float) -> list[Message]:
+        out: list[Message] = []
+        fetched = self._fetched
+        types = self._types
+        for m in self._poll(n, wait_s):
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal() or not err.retriable():
+                    log.warning("%s: %s", self.bus.shown_url, err.str())
+                    continue
+                raise KafkaException(err)
+            topic, part, off = m.topic(), m.partition(), m.offset()
+            key = (topic, part, off)
+            if key in self._retry:  # handed out already (still held): not a new delivery
+                continue
+            seen = fetched.get((topic, part))
+            if seen is None:
+                seen = fetched[(topic, part)] = {}
+            seen[off] = False
+            t = types.get(topic)
+            if t is None:
+                t = types[topic] = self.bus.type_of(topic)
+            out.append(Message(m.value() or b"", 1, f"{part}-{off}", t, key))
+        if out:
+            self._count(out)
         return out
 
     def _count(self, msgs: list[Message]) -> None:
         """A record at or below the highest offset of its partition handed out before (by any
-        member) is a redelivery: a member died or left holding it. One read and one write per
-        partition and batch, rather than per record."""
+        member) is a redelivery: a member died or left holding it. The mark is read from the
+        state store once per partition after it is assigned, and written once per batch."""
         tops: dict[str, int] = {}
         for m in msgs:
             field = f"{m.handle[0]}/{m.handle[1]}"
-            tops[field] = max(tops.get(field, -1), m.handle[2])
-        fields = sorted(tops)
-        before = dict(zip(fields, self.bus.state.hmget(self._count_key, fields)))
+            if m.handle[2] > tops.get(field, -1):
+                tops[field] = m.handle[2]
+        marks = self._handed
+        unknown = [f for f in tops if f not in marks]
+        if unknown:
+            for f, v in zip(unknown, self.bus.state.hmget(self._count_key, unknown)):
+                marks[f] = -1 if v is None else int(v)
         for m in msgs:
-            seen = before.get(f"{m.handle[0]}/{m.handle[1]}")
-            if seen is not None and m.handle[2] <= int(seen):
+            if m.handle[2] <= marks[f"{m.handle[0]}/{m.handle[1]}"]:
                 m.count = 2
-        raised = {f: top for f, top in tops.items() if before[f] is None or top > int(before[f])}
+        raised = {f: top for f, top in tops.items() if top > marks[f]}
         if raised:
             self.bus.state.hset(self._count_key, mapping=raised)
+            marks.update(raised)
 
     async def ack(self, handles: list[Any]) -> None:
         if not handles:
@@ -616,10 +659,11 @@ class _KafkaReader(Reader):
             if seen is not None and h[2] in seen:
                 seen[h[2]] = True
 
-        await asyncio.to_thread(self._commit)
+        await asyncio.to_thread(self._commit, asynchronous=True)
 
     async def pending(self) -> int:
         def go() -> int:
+            self._commit()  # what was sent without waiting is confirmed before it is counted
             c = self.consumer
             topics = self.topics
             if topics is None:
@@ -660,6 +704,8 @@ class _KafkaReader(Reader):
                     log.debug("%s: consumer still leaving its group", self.bus.shown_url)
         self._fetched.clear()
         self._retry.clear()
+        self._unsynced.clear()
+        self._handed.clear()
 
 
 __all__ = ["KafkaBus", "open_bus", "open_client", "topic_token", "untoken", "confluent_kafka"]
