@@ -165,3 +165,47 @@ def test_a_broker_restart_loses_nothing_committed_and_consumers_come_back_by_the
         info = bus.stream_info(["job"])["job"]
         assert info.groups[next(iter(info.groups))].pending == 0
         assert info.length >= len(sent)
+
+
+WORKER = """
+[app]
+event_bus: @env("EVENT_BUS", "memory://")
+event_store: @env("EVENT_STORE", "sqlite:///unused.db")
+
+[worker]
+subscribe: "job"
+handle_fujsen = '''
+def handle(event):
+    publish("job_done", {"of": event["id"]})
+'''
+"""
+
+
+def test_the_runtime_rides_out_a_broker_restart_without_restarting_its_consumers(
+    durable_tansu: DurableTansu, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tusk_events import TSK
+    from tusk_events.runtime import Runtime
+
+    url = f"kafka://{durable_tansu.addr}/w{uuid.uuid4().hex[:8]}?session_timeout_ms={KAFKA_SESSION_TIMEOUT_MS}"
+    env = {"EVENT_BUS": url, "EVENT_STORE": f"sqlite:///{tmp_path / 'events.db'}"}
+    stop = threading.Event()
+    with Runtime([TSK.from_string(WORKER, env=env)]) as rt:
+        runner = threading.Thread(target=rt.run, args=(stop,), kwargs={"startup": False})
+        runner.start()
+        try:
+            for i in range(40):
+                rt.publish("job", {"n": i})
+            wait_until(lambda: rt.summary.handled >= 10, timeout=30, what="the worker to start")
+            durable_tansu.kill()
+            time.sleep(1.0)
+            durable_tansu.start()
+            for i in range(40, 60):  # published once the broker is back
+                rt.publish("job", {"n": i})
+            wait_until(lambda: rt.summary.handled >= 60, timeout=60, what="every job, before and after")
+            assert runner.is_alive()
+        finally:
+            stop.set()
+            runner.join(30)
+    assert not runner.is_alive()
+    assert "died" not in caplog.text and "keeps dying" not in caplog.text  # no consumer restarts
