@@ -8,10 +8,15 @@ Mapping (``<prefix>`` defaults to ``tusk``)::
                                       by the payload field named by ``?key=`` (ordering per key),
                                       ``?key=id`` by event id (spread evenly, no order), else by
                                       type (one partition per type: the order other buses keep)
-    consumer group ``<group>``        one per service; offsets are committed only after the
+    consumer group ``<prefix>.<group>`` one per service; offsets are committed only after the
                                       handler (and its dedup record) is done, and only up to
-                                      the first record not acknowledged yet
+                                      the first record not acknowledged yet (sent without
+                                      waiting per batch, confirmed before ``pending()``, close
+                                      and a rebalance)
     <prefix>.<channel>                broadcast: every listener reads it from its end, with no group
+
+``?session_timeout_ms=`` sets the members' session (how long a killed member keeps its
+partitions; tansu also holds a group join for half of it).
 
 Why a topic per type rather than one topic with the type in a header: a group subscribing
 to some types reads only those records, and lag is per type as in the other backends.
@@ -175,8 +180,10 @@ class KafkaBus(BrokerBus):
     # --- connection -----------------------------------------------------------------
 
     def base_config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.servers, "socket.connection.setup.timeout.ms": 3000,
-                "fetch.wait.max.ms": 20}
+        return {"bootstrap.servers": self.servers, "socket.connection.setup.timeout.ms": 3000}
+
+    def consumer_config(self, group: str) -> dict[str, Any]:
+        return {**self.base_config(), "group.id": group, "enable.auto.commit": False, "fetch.wait.max.ms": 20}
 
     def admin(self) -> Any:
         if self._admin is None:
@@ -243,7 +250,7 @@ class KafkaBus(BrokerBus):
         0.6 answers the base offset of the last batch + 1 there, short of its later records."""
         with self._probe_lock:
             if self._probe is None:
-                self._probe = Consumer({**self.base_config(), "group.id": "tusk-probe", "enable.auto.commit": False})
+                self._probe = Consumer(self.consumer_config("tusk-probe"))
             probe = self._probe
             md = probe.list_topics(timeout=_TIMEOUT_S).topics
             out: dict[tuple[str, int], tuple[int, int]] = {}
@@ -340,8 +347,7 @@ class KafkaBus(BrokerBus):
     ) -> Callable[[], Awaitable[None]]:
         def open_() -> Any:
             self.ensure_topics([self.broadcast_topic])
-            c = Consumer({**self.base_config(), "group.id": f"tusk-broadcast-{uuid.uuid4().hex}",
-                          "enable.auto.commit": False})
+            c = Consumer(self.consumer_config(f"tusk-broadcast-{uuid.uuid4().hex}"))
             meta = c.list_topics(self.broadcast_topic, timeout=_TIMEOUT_S).topics[self.broadcast_topic]
             tps = []
             for p in meta.partitions:  # from the end as it is now: nothing published after start() is missed
@@ -471,6 +477,8 @@ class _KafkaReader(Reader):
         self._handed: dict[str, int] = {}
         """Highest offset handed out per partition this member owns, as written to the state store."""
         self._types: dict[str, str] = {}
+        self._acked = False
+        """Records were acknowledged since the last commit was sent."""
 
     # --- blocking parts (worker thread) -----------------------------------------------
 
@@ -479,8 +487,8 @@ class _KafkaReader(Reader):
         if self.topics is not None:
             bus.ensure_topics(self.topics)
         cfg = {
-            **bus.base_config(), "group.id": bus.group_id(sub.group), "client.id": sub.consumer,
-            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            **bus.consumer_config(bus.group_id(sub.group)), "client.id": sub.consumer,
+            "auto.offset.reset": "earliest",
             # a member heartbeats a few times per session: a rebalance (a member joining or
             # leaving) is heard within one heartbeat, a dead member missed after one session
             "session.timeout.ms": bus.session_timeout_ms,
@@ -600,6 +608,9 @@ class _KafkaReader(Reader):
         return out
 
     def _take(self, n: int, wait_s: float) -> list[Message]:
+        if self._acked:
+            self._acked = False
+            self._commit(asynchronous=True)
         out: list[Message] = []
         fetched = self._fetched
         types = self._types
@@ -658,8 +669,7 @@ class _KafkaReader(Reader):
             seen = self._fetched.get(h[:2])
             if seen is not None and h[2] in seen:
                 seen[h[2]] = True
-
-        await asyncio.to_thread(self._commit, asynchronous=True)
+        self._acked = True  # committed (without waiting) by the next fetch: no thread trip of its own
 
     async def pending(self) -> int:
         def go() -> int:
