@@ -1,7 +1,7 @@
 """Kafka only (a private tansu broker): what the contract suite cannot wait for, and what Kafka does its own way.
 
-A consumer group join takes about 5 s on tansu (Kafka's initial rebalance delay), so these
-tests wait up to 30 s where the contract suite waits 5.
+A consumer group join takes half the session timeout on tansu (1.5 s with the tests' 3 s
+sessions), so these tests wait up to 30 s where the contract suite waits 5.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def test_topic_names_escape_reversibly() -> None:
 
 @pytest.mark.parametrize(
     ("bad", "match"),
-    [("kafka:///x", "no host"), ("kafka://h:9092/a b", "topic prefix"), ("kafka://h:9092/?partitions=x", "partitions")],
+    [("kafka:///x", "no host"), ("kafka://h:9092/a b", "topic prefix"), ("kafka://h:9092/?partitions=x", "partitions"),
+     ("kafka://h:9092/?session_timeout_ms=5", "session_timeout_ms must be at least 1000"),
+     ("kafka://h:9092/?session_timeout_ms=x", "session_timeout_ms must be a number")],
 )
 def test_bad_urls_are_one_line_errors(bad: str, match: str) -> None:
     with pytest.raises(BusError, match=match):
