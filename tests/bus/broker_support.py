@@ -63,8 +63,9 @@ def amqp_namespace_url() -> Iterator[str]:
         probe.close()
 
 
-KAFKA_SESSION_TIMEOUT_MS = 3000
-"""tansu holds a group's JoinGroup for half the session timeout: 3 s sessions make a join 1.5 s."""
+KAFKA_SESSION_TIMEOUT_MS = 2000
+"""tansu holds a group's JoinGroup for half the session timeout (plus ~0.5 s): 2 s sessions make a join
+about 1.5 s; a member still heartbeats five times per session, which a loaded machine keeps up."""
 
 
 def kafka_prefix_url(broker: str) -> Iterator[str]:

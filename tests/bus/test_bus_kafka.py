@@ -1,6 +1,6 @@
 """Kafka only (a private tansu broker): what the contract suite cannot wait for, and what Kafka does its own way.
 
-A consumer group join takes half the session timeout on tansu (1.5 s with the tests' 3 s
+A consumer group join takes half the session timeout on tansu (1 s with the tests' 2 s
 sessions), so these tests wait up to 30 s where the contract suite waits 5.
 """
 
