@@ -485,5 +485,10 @@ BUS_KAFKA_PREFIX = "tusk"
 BUS_KAFKA_PARTITIONS = 3
 """Partitions of a topic the ``kafka://`` bus creates (``?partitions=`` in the URL changes it)."""
 
+BUS_KAFKA_SESSION_TIMEOUT_MS = 10_000
+"""A consumer group member's session (``?session_timeout_ms=``): how long a member that stopped
+heartbeating (killed) keeps its partitions. tansu also holds a group's JoinGroup for half of it
+while members gather, so it is the first-record delay of a new subscription there."""
+
 BUS_KAFKA_POLL_SLICE_S = 0.1
 """Longest single blocking poll of a Kafka consumer, so ``stop()`` is heard promptly."""

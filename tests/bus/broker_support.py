@@ -63,9 +63,14 @@ def amqp_namespace_url() -> Iterator[str]:
         probe.close()
 
 
+KAFKA_SESSION_TIMEOUT_MS = 2000
+"""tansu holds a group's JoinGroup for half the session timeout (plus ~0.5 s): 2 s sessions make a join
+about 1.5 s; a member still heartbeats five times per session, which a loaded machine keeps up."""
+
+
 def kafka_prefix_url(broker: str) -> Iterator[str]:
     """A topic prefix of its own on the private tansu broker; its topics are deleted afterwards."""
-    url = f"kafka://{broker}/t{uuid.uuid4().hex[:12]}"
+    url = f"kafka://{broker}/t{uuid.uuid4().hex[:12]}?session_timeout_ms={KAFKA_SESSION_TIMEOUT_MS}"
     probe = connect(url, retries=3)
     try:
         yield url

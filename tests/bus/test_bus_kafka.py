@@ -1,7 +1,7 @@
 """Kafka only (a private tansu broker): what the contract suite cannot wait for, and what Kafka does its own way.
 
-A consumer group join takes about 5 s on tansu (Kafka's initial rebalance delay), so these
-tests wait up to 30 s where the contract suite waits 5.
+A consumer group join takes half the session timeout on tansu (1 s with the tests' 2 s
+sessions), so these tests wait up to 30 s where the contract suite waits 5.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def test_topic_names_escape_reversibly() -> None:
 
 @pytest.mark.parametrize(
     ("bad", "match"),
-    [("kafka:///x", "no host"), ("kafka://h:9092/a b", "topic prefix"), ("kafka://h:9092/?partitions=x", "partitions")],
+    [("kafka:///x", "no host"), ("kafka://h:9092/a b", "topic prefix"), ("kafka://h:9092/?partitions=x", "partitions"),
+     ("kafka://h:9092/?session_timeout_ms=5", "session_timeout_ms must be at least 1000"),
+     ("kafka://h:9092/?session_timeout_ms=x", "session_timeout_ms must be a number")],
 )
 def test_bad_urls_are_one_line_errors(bad: str, match: str) -> None:
     with pytest.raises(BusError, match=match):
@@ -117,7 +119,7 @@ def test_a_dead_members_records_go_to_the_next_counted_as_redeliveries(kafka_url
 
 
 def test_two_members_of_a_group_share_its_partitions_without_duplicates(kafka_url: str) -> None:
-    with connect(kafka_url + "?key=id&partitions=4") as bus:
+    with connect(kafka_url + "&key=id&partitions=4") as bus:
         got: dict[str, list[str]] = {"c1": [], "c2": []}
         lock = threading.Lock()
 
@@ -149,8 +151,8 @@ def test_a_foreign_record_is_reported_and_the_consumer_goes_on(kafka_url: str, k
     with connect(kafka_url) as bus:
         bus.publish("a", 0)
         p = Producer({"bootstrap.servers": kafka_broker})
-        p.produce(bus.topic("a"), b"\xff not an envelope")  # type: ignore[attr-defined]
-        p.produce(bus.topic("a"), None)  # a tombstone: no value at all  # type: ignore[attr-defined]
+        p.produce(bus.topic("a"), b"\xff not an envelope", key=b"a")  # the bus keys by type: one partition  # type: ignore[attr-defined]
+        p.produce(bus.topic("a"), None, key=b"a")  # a tombstone: no value at all  # type: ignore[attr-defined]
         assert p.flush(10) == 0
         good = bus.publish("a", 1)
         errors: list[tuple[BaseException, Event | None, Delivery]] = []
@@ -199,7 +201,7 @@ def test_a_member_killed_mid_batch_loses_nothing(kafka_url: str, tmp_path: Path)
     import os
 
     redis_url = os.environ.get("TUSK_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-    url = f"{kafka_url}?key=id&state={redis_url}"  # delivery marks shared between the two processes
+    url = f"{kafka_url}&key=id&state={redis_url}"  # delivery marks shared between the two processes
     group = f"workers{uuid.uuid4().hex[:8]}"
     handled_file = tmp_path / "handled.txt"
     handled_file.touch()

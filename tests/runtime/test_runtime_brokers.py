@@ -58,7 +58,8 @@ def _reachable(url: str) -> None:
 def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A stream (NATS) or a namespace (RabbitMQ) of its own, removed afterwards."""
     if request.param == "kafka":
-        url = f"kafka://{request.getfixturevalue('kafka_broker')}/r{uuid.uuid4().hex[:12]}"
+        # 2 s sessions: tansu holds a group join for half the session timeout
+        url = f"kafka://{request.getfixturevalue('kafka_broker')}/r{uuid.uuid4().hex[:12]}?session_timeout_ms=2000"
         yield url
         with connect(url) as b:
             b.delete_topics()  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tusk_events.defaults import BUS_READY_TIMEOUT_S, BUS_STOP_TIMEOUT_S
 from tusk_events.errors import BusError, PayloadError
-from tusk_events.events import Event, handling, new_event
+from tusk_events.events import Event, call_handling, new_event
 
 log = logging.getLogger(__name__)
 
@@ -433,11 +433,11 @@ class Subscription(ABC):
     def _dispatch(self, event: Event, delivery: Delivery | Callable[[], Delivery]) -> Any:
         """Call the handler inside ``handling(event)``; truthy when it returned (ACK_ONLY if it said so)."""
         try:
-            with handling(event):
-                if self._pass_delivery:
-                    result = self.handler(event, delivery if isinstance(delivery, Delivery) else delivery())
-                else:
-                    result = self.handler(event)
+            if self._pass_delivery:
+                d = delivery if isinstance(delivery, Delivery) else delivery()
+                result = call_handling(event, self.handler, event, d)
+            else:
+                result = call_handling(event, self.handler, event)
         except Exception as exc:  # noqa: BLE001 - a failing handler must not stop the loop
             d = delivery if isinstance(delivery, Delivery) else delivery()
             self._report(exc, event, d)

@@ -8,10 +8,15 @@ Mapping (``<prefix>`` defaults to ``tusk``)::
                                       by the payload field named by ``?key=`` (ordering per key),
                                       ``?key=id`` by event id (spread evenly, no order), else by
                                       type (one partition per type: the order other buses keep)
-    consumer group ``<group>``        one per service; offsets are committed only after the
+    consumer group ``<prefix>.<group>`` one per service; offsets are committed only after the
                                       handler (and its dedup record) is done, and only up to
-                                      the first record not acknowledged yet
+                                      the first record not acknowledged yet (sent without
+                                      waiting per batch, confirmed before ``pending()``, close
+                                      and a rebalance)
     <prefix>.<channel>                broadcast: every listener reads it from its end, with no group
+
+``?session_timeout_ms=`` sets the members' session (how long a killed member keeps its
+partitions; tansu also holds a group join for half of it).
 
 Why a topic per type rather than one topic with the type in a header: a group subscribing
 to some types reads only those records, and lag is per type as in the other backends.
@@ -44,7 +49,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import confluent_kafka
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tusk_events.bus.base import GroupInfo, StreamInfo
@@ -62,6 +74,7 @@ from tusk_events.defaults import (
     BUS_KAFKA_PARTITIONS,
     BUS_KAFKA_POLL_SLICE_S,
     BUS_KAFKA_PREFIX,
+    BUS_KAFKA_SESSION_TIMEOUT_MS,
 )
 from tusk_events.errors import BusError
 from tusk_events.events import Event
@@ -77,6 +90,9 @@ _GROUPS_KEY = "tusk:kafka:groups:"
 _COUNT_KEY = "tusk:kafka:delivered:"
 _SAFE = re.compile(r"[A-Za-z0-9._]")
 _ESCAPED = re.compile(r"-([0-9a-f]+)-")
+_RETRY_PUBLISH = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART}
+"""Publish errors librdkafka does not call retriable that a broker coming back cures."""
 
 
 def open_client(url: str) -> Any:
@@ -142,6 +158,12 @@ class KafkaBus(BrokerBus):
             raise BusError(f"partitions must be a number in {self.shown_url}") from None
         if self.partitions < 1:
             raise BusError(f"partitions must be at least 1 in {self.shown_url}")
+        try:
+            self.session_timeout_ms = int(query.get("session_timeout_ms", BUS_KAFKA_SESSION_TIMEOUT_MS))
+        except ValueError:
+            raise BusError(f"session_timeout_ms must be a number in {self.shown_url}") from None
+        if self.session_timeout_ms < 1000:
+            raise BusError(f"session_timeout_ms must be at least 1000 in {self.shown_url}")
         self.key_field = query.get("key") or None
         self.root = f"{self.prefix}.{topic_token((stream_prefix or 'ev').strip(':.'))}"
         self.broadcast_topic = f"{self.prefix}.{topic_token(self.channel)}"
@@ -151,12 +173,17 @@ class KafkaBus(BrokerBus):
         self._known: set[str] = set()
         self._probe: Any = None
         self._probe_lock = threading.Lock()
+        self._true_ends: dict[tuple[str, int], tuple[int, int]] = {}
+        """(end the broker reported, end read from the last record) per partition: a new batch
+        changes the reported end, so while it stays the same the end read before still holds."""
 
     # --- connection -----------------------------------------------------------------
 
     def base_config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.servers, "socket.connection.setup.timeout.ms": 3000,
-                "fetch.wait.max.ms": 20}
+        return {"bootstrap.servers": self.servers, "socket.connection.setup.timeout.ms": 3000}
+
+    def consumer_config(self, group: str) -> dict[str, Any]:
+        return {**self.base_config(), "group.id": group, "enable.auto.commit": False, "fetch.wait.max.ms": 20}
 
     def admin(self) -> Any:
         if self._admin is None:
@@ -170,6 +197,11 @@ class KafkaBus(BrokerBus):
                 "message.timeout.ms": int(_TIMEOUT_S * 1000),
             })
         return self._producer
+
+    def group_id(self, group: str | None) -> str:
+        """The Kafka consumer group of a bus group: under the prefix, as its topics are, so buses
+        with different prefixes on one cluster never share (or stall) a group of the same name."""
+        return f"{self.prefix}.{group or ''}"
 
     def topic(self, type: str) -> str:
         return f"{self.root}.{topic_token(type)}"
@@ -197,6 +229,20 @@ class KafkaBus(BrokerBus):
                     log.debug("topic %s created meanwhile: %s", t, exc)
         self._known.update(missing)
 
+    def committed(self, group: str | None, parts: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The committed offset of ``group`` per (topic, partition), -1 where it has none (blocking).
+
+        Asked through the admin client: a member's own ``committed()`` waits until a group join
+        in progress is done (seconds on tansu), the admin's OffsetFetch does not."""
+        if not parts:
+            return {}
+        req = ConsumerGroupTopicPartitions(self.group_id(group), [TopicPartition(t, p) for t, p in parts])
+        (fut,) = self.admin().list_consumer_group_offsets([req]).values()
+        out = {(t, p): -1 for t, p in parts}
+        for tp in fut.result(_TIMEOUT_S).topic_partitions or ():
+            out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else -1
+        return out
+
     def ends(self, topics: Sequence[str]) -> dict[tuple[str, int], tuple[int, int]]:
         """(low, end) offsets per partition of ``topics`` (blocking; worker thread).
 
@@ -204,7 +250,7 @@ class KafkaBus(BrokerBus):
         0.6 answers the base offset of the last batch + 1 there, short of its later records."""
         with self._probe_lock:
             if self._probe is None:
-                self._probe = Consumer({**self.base_config(), "group.id": "tusk-probe", "enable.auto.commit": False})
+                self._probe = Consumer(self.consumer_config("tusk-probe"))
             probe = self._probe
             md = probe.list_topics(timeout=_TIMEOUT_S).topics
             out: dict[tuple[str, int], tuple[int, int]] = {}
@@ -212,6 +258,10 @@ class KafkaBus(BrokerBus):
             for topic in topics:
                 for p in (md[topic].partitions if topic in md else ()):
                     low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT_S)
+                    known = self._true_ends.get((topic, p))
+                    if known is not None and known[0] == high:  # no batch since: the end read before holds
+                        out[(topic, p)] = (low, max(high, known[1]))
+                        continue
                     out[(topic, p)] = (low, high)
                     if high > low:
                         tail.append(TopicPartition(topic, p, high - 1))
@@ -227,6 +277,8 @@ class KafkaBus(BrokerBus):
                             out[key] = (low, max(high, m.offset() + 1))
                             waiting.discard(key)
                 probe.unassign()
+                for tp in tail:
+                    self._true_ends[(tp.topic, tp.partition)] = (tp.offset + 1, out[(tp.topic, tp.partition)][1])
             return out
 
     async def _disconnect(self) -> None:
@@ -265,7 +317,11 @@ class KafkaBus(BrokerBus):
             raise TimeoutError(f"{left} records not confirmed by the broker within {_TIMEOUT_S:g}s")
         if errors:
             err = errors[0]
-            if err.retriable():
+            self._known.clear()  # a restarted broker may have lost a topic: look again next time
+            if err.fatal():  # an idempotent producer that lost its sequence (a broker restart) is spent
+                self._producer = None
+                raise KafkaException(err)
+            if err.retriable() or err.code() in _RETRY_PUBLISH:
                 raise KafkaException(err)
             raise BusError(f"Kafka refused a publish on {self.shown_url}: {err.str()}")
 
@@ -291,8 +347,7 @@ class KafkaBus(BrokerBus):
     ) -> Callable[[], Awaitable[None]]:
         def open_() -> Any:
             self.ensure_topics([self.broadcast_topic])
-            c = Consumer({**self.base_config(), "group.id": f"tusk-broadcast-{uuid.uuid4().hex}",
-                          "enable.auto.commit": False})
+            c = Consumer(self.consumer_config(f"tusk-broadcast-{uuid.uuid4().hex}"))
             meta = c.list_topics(self.broadcast_topic, timeout=_TIMEOUT_S).topics[self.broadcast_topic]
             tps = []
             for p in meta.partitions:  # from the end as it is now: nothing published after start() is missed
@@ -365,15 +420,10 @@ class KafkaBus(BrokerBus):
         return out
 
     def _uncommitted(self, group: str, topic: str, marks: dict[int, tuple[int, int]]) -> int:
-        c = Consumer({**self.base_config(), "group.id": group, "enable.auto.commit": False})
-        try:
-            committed = c.committed([TopicPartition(topic, p) for p in marks], timeout=_TIMEOUT_S)
-        finally:
-            c.close()
         total = 0
-        for tp in committed:
-            low, high = marks[tp.partition]
-            total += high - (tp.offset if tp.offset >= 0 else low)
+        for (_, part), off in self.committed(group, [(topic, p) for p in marks]).items():
+            low, high = marks[part]
+            total += high - (off if off >= 0 else low)
         return total
 
     def partition_lag(self, group: str, types: Sequence[str]) -> dict[tuple[str, int], int]:
@@ -381,20 +431,11 @@ class KafkaBus(BrokerBus):
 
         def go() -> dict[tuple[str, int], int]:
             out: dict[tuple[str, int], int] = {}
-            probe = Consumer({**self.base_config(), "group.id": group, "enable.auto.commit": False})
-            try:
-                for t in types:
-                    topic = self.topic(t)
-                    md = probe.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
-                    if md is None or md.error is not None:
-                        continue
-                    tps = [TopicPartition(topic, p) for p in md.partitions]
-                    ends = self.ends([topic])
-                    for tp in probe.committed(tps, timeout=_TIMEOUT_S):
-                        low, high = ends.get((topic, tp.partition), (0, 0))
-                        out[(t, tp.partition)] = high - (tp.offset if tp.offset >= 0 else low)
-            finally:
-                probe.close()
+            by_topic = {self.topic(t): t for t in types}
+            ends = self.ends(list(by_topic))
+            for (topic, part), off in self.committed(group, sorted(ends)).items():
+                low, high = ends[(topic, part)]
+                out[(by_topic[topic], part)] = high - (off if off >= 0 else low)
             return out
 
         return self.call(lambda: asyncio.to_thread(go), "read consumer lag")
@@ -431,6 +472,13 @@ class _KafkaReader(Reader):
         """Records handed out and not acknowledged: (due again, message)."""
         self._start_marks: dict[tuple[str, int], int] = {}
         self._woken = False
+        self._unsynced: dict[tuple[str, int], int] = {}
+        """Offsets sent by an asynchronous commit and not confirmed by a synchronous one since."""
+        self._handed: dict[str, int] = {}
+        """Highest offset handed out per partition this member owns, as written to the state store."""
+        self._types: dict[str, str] = {}
+        self._acked = False
+        """Records were acknowledged since the last commit was sent."""
 
     # --- blocking parts (worker thread) -----------------------------------------------
 
@@ -439,9 +487,12 @@ class _KafkaReader(Reader):
         if self.topics is not None:
             bus.ensure_topics(self.topics)
         cfg = {
-            **bus.base_config(), "group.id": sub.group, "client.id": sub.consumer,
-            "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1000,
+            **bus.consumer_config(bus.group_id(sub.group)), "client.id": sub.consumer,
+            "auto.offset.reset": "earliest",
+            # a member heartbeats a few times per session: a rebalance (a member joining or
+            # leaving) is heard within one heartbeat, a dead member missed after one session
+            "session.timeout.ms": bus.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, min(1000, bus.session_timeout_ms // 5)),
         }
         if bus.discover_interval_s is not None:
             cfg["topic.metadata.refresh.interval.ms"] = max(100, int(bus.discover_interval_s * 1000))
@@ -472,6 +523,8 @@ class _KafkaReader(Reader):
             log.debug("commit on revoke: %s", exc)
         for tp in tps:
             self._fetched.pop((tp.topic, tp.partition), None)
+            self._unsynced.pop((tp.topic, tp.partition), None)
+            self._handed.pop(f"{tp.topic}/{tp.partition}", None)
             for k in [k for k in self._retry if k[:2] == (tp.topic, tp.partition)]:
                 del self._retry[k]
 
@@ -489,7 +542,13 @@ class _KafkaReader(Reader):
         now = time.monotonic()
         return any(due <= now for due, _ in self._retry.values())
 
-    def _commit(self, consumer: Any = None) -> None:
+    def _commit(self, consumer: Any = None, *, asynchronous: bool = False) -> None:
+        """Commit, per partition, up to the first record not acknowledged yet.
+
+        After each batch the commit is sent without waiting (``asynchronous``): the offsets
+        still follow the handlers, and one that is lost on the way is covered by the next
+        commit, or resent and awaited here before ``pending()`` answers, before the member
+        closes and before its partitions move (a lost one otherwise means redelivery, never loss)."""
         consumer = consumer or self.consumer
         offsets = []
         for (topic, part), seen in self._fetched.items():
@@ -500,10 +559,24 @@ class _KafkaReader(Reader):
                 upto = off
             if upto is not None:
                 offsets.append(TopicPartition(topic, part, upto + 1))
-                for off in [o for o in seen if o <= upto]:
-                    del seen[off]
-        if offsets and consumer is not None:
+        if consumer is None:
+            return
+        if asynchronous:
+            if offsets:
+                consumer.commit(offsets=offsets, asynchronous=True)
+                for tp in offsets:
+                    self._unsynced[(tp.topic, tp.partition)] = tp.offset
+        else:
+            offsets += [TopicPartition(t, p, o) for (t, p), o in self._unsynced.items()
+                        if not any(tp.topic == t and tp.partition == p for tp in offsets)]
+            if not offsets:
+                return
             consumer.commit(offsets=offsets, asynchronous=False)
+            self._unsynced.clear()
+        for tp in offsets:  # forgotten once sent: a failed synchronous commit is tried again
+            seen = self._fetched.get((tp.topic, tp.partition), {})
+            for off in [o for o in seen if o < tp.offset]:
+                del seen[off]
 
     # --- Reader -------------------------------------------------------------------------
 
@@ -513,59 +586,80 @@ class _KafkaReader(Reader):
 
     async def fetch(self, n: int, wait_s: float) -> list[Message]:
         self._woken = False
-        now = time.monotonic()
-        out: list[Message] = []
-        for k, (due, m) in list(self._retry.items()):
-            if due <= now and len(out) < n:
-                out.append(m)
-        if not out:
-            raw = await asyncio.to_thread(self._poll, n, wait_s)
-            for m in raw:
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    if err.fatal() or not err.retriable():
-                        log.warning("%s: %s", self.bus.shown_url, err.str())
-                        continue
-                    raise KafkaException(err)
-                key = (m.topic(), m.partition(), m.offset())
-                self._fetched.setdefault(key[:2], {})[key[2]] = False
-                out.append(Message(m.value() or b"", 1, f"{m.partition()}-{m.offset()}",
-                                   self.bus.type_of(m.topic()), key))
-            now = time.monotonic()
-            for k, (due, m) in list(self._retry.items()):
-                if due <= now and len(out) < n:
-                    out.append(m)
+        out = self._due_again(n)
+        if not out:  # one trip to a worker thread: poll, turn records into messages, count them
+            out = await asyncio.to_thread(self._take, n, wait_s)
+            out += self._due_again(n - len(out))
         if out:
-            fresh = [m for m in out if m.handle not in self._retry]
-            for m in out:
-                if m.handle in self._retry:
-                    m.count += 1
-            if fresh:
-                await asyncio.to_thread(self._count, fresh)
             due = time.monotonic() + self.sub.visibility_timeout_ms / 1000
+            retry = self._retry
             for m in out:
-                self._retry[m.handle] = (due, m)
+                retry[m.handle] = (due, m)
+        return out
+
+    def _due_again(self, n: int) -> list[Message]:
+        """Records a handler failed on whose visibility timeout has passed, counted once more."""
+        if not self._retry or n <= 0:
+            return []
+        now = time.monotonic()
+        out = [m for due, m in self._retry.values() if due <= now][:n]
+        for m in out:
+            m.count += 1
+        return out
+
+    def _take(self, n: int, wait_s: float) -> list[Message]:
+        if self._acked:
+            self._acked = False
+            self._commit(asynchronous=True)
+        out: list[Message] = []
+        fetched = self._fetched
+        types = self._types
+        for m in self._poll(n, wait_s):
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal() or not err.retriable():
+                    log.warning("%s: %s", self.bus.shown_url, err.str())
+                    continue
+                raise KafkaException(err)
+            topic, part, off = m.topic(), m.partition(), m.offset()
+            key = (topic, part, off)
+            if key in self._retry:  # handed out already (still held): not a new delivery
+                continue
+            seen = fetched.get((topic, part))
+            if seen is None:
+                seen = fetched[(topic, part)] = {}
+            seen[off] = False
+            t = types.get(topic)
+            if t is None:
+                t = types[topic] = self.bus.type_of(topic)
+            out.append(Message(m.value() or b"", 1, f"{part}-{off}", t, key))
+        if out:
+            self._count(out)
         return out
 
     def _count(self, msgs: list[Message]) -> None:
         """A record at or below the highest offset of its partition handed out before (by any
-        member) is a redelivery: a member died or left holding it. One read and one write per
-        partition and batch, rather than per record."""
+        member) is a redelivery: a member died or left holding it. The mark is read from the
+        state store once per partition after it is assigned, and written once per batch."""
         tops: dict[str, int] = {}
         for m in msgs:
             field = f"{m.handle[0]}/{m.handle[1]}"
-            tops[field] = max(tops.get(field, -1), m.handle[2])
-        fields = sorted(tops)
-        before = dict(zip(fields, self.bus.state.hmget(self._count_key, fields)))
+            if m.handle[2] > tops.get(field, -1):
+                tops[field] = m.handle[2]
+        marks = self._handed
+        unknown = [f for f in tops if f not in marks]
+        if unknown:
+            for f, v in zip(unknown, self.bus.state.hmget(self._count_key, unknown)):
+                marks[f] = -1 if v is None else int(v)
         for m in msgs:
-            seen = before.get(f"{m.handle[0]}/{m.handle[1]}")
-            if seen is not None and m.handle[2] <= int(seen):
+            if m.handle[2] <= marks[f"{m.handle[0]}/{m.handle[1]}"]:
                 m.count = 2
-        raised = {f: top for f, top in tops.items() if before[f] is None or top > int(before[f])}
+        raised = {f: top for f, top in tops.items() if top > marks[f]}
         if raised:
             self.bus.state.hset(self._count_key, mapping=raised)
+            marks.update(raised)
 
     async def ack(self, handles: list[Any]) -> None:
         if not handles:
@@ -575,11 +669,11 @@ class _KafkaReader(Reader):
             seen = self._fetched.get(h[:2])
             if seen is not None and h[2] in seen:
                 seen[h[2]] = True
-
-        await asyncio.to_thread(self._commit)
+        self._acked = True  # committed (without waiting) by the next fetch: no thread trip of its own
 
     async def pending(self) -> int:
         def go() -> int:
+            self._commit()  # what was sent without waiting is confirmed before it is counted
             c = self.consumer
             topics = self.topics
             if topics is None:
@@ -589,15 +683,15 @@ class _KafkaReader(Reader):
             if not marks:
                 return 0
             total = 0
-            for tp in c.committed([TopicPartition(t, p) for t, p in marks], timeout=_TIMEOUT_S):
-                high = marks[(tp.topic, tp.partition)]
-                start = self._start_marks.get((tp.topic, tp.partition))
-                if tp.offset >= 0:
-                    total += high - tp.offset
+            for key, off in self.bus.committed(self.sub.group, sorted(marks)).items():
+                high = marks[key]
+                start = self._start_marks.get(key)
+                if off >= 0:
+                    total += high - off
                 elif start is not None:
                     total += high - start
                 else:
-                    total += high - ends[(tp.topic, tp.partition)][0]
+                    total += high - ends[key][0]
             return total
 
         return await asyncio.to_thread(go)
@@ -608,17 +702,20 @@ class _KafkaReader(Reader):
     async def close(self) -> None:
         c, self.consumer = self.consumer, None
         if c is not None:
+            owned = bool(self._fetched) or bool(await asyncio.to_thread(c.assignment))
             try:
                 await asyncio.wait_for(asyncio.to_thread(self._commit, c), BUS_BROKER_CALL_TIMEOUT_S)
             finally:
                 # leaving the group can wait for a join still in progress: stop() does not wait for it
                 closing = asyncio.ensure_future(asyncio.to_thread(c.close))
-                try:
-                    await asyncio.wait_for(asyncio.shield(closing), 0.5)
+                try:  # a member that holds no partitions yet has nothing to hand on: no wait
+                    await asyncio.wait_for(asyncio.shield(closing), 0.5 if owned else 0.01)
                 except TimeoutError:
                     log.debug("%s: consumer still leaving its group", self.bus.shown_url)
         self._fetched.clear()
         self._retry.clear()
+        self._unsynced.clear()
+        self._handed.clear()
 
 
 __all__ = ["KafkaBus", "open_bus", "open_client", "topic_token", "untoken", "confluent_kafka"]
