@@ -608,3 +608,38 @@ def test_parent_never_unpickles_a_class_or_function():
 def test_worker_side_encoder_refuses_what_is_not_plain(value):
     with pytest.raises(TypeError, match="is not plain data"):
         dumps_plain({"x": [value]})
+
+
+# --- the parent's end of the pipe ---------------------------------------------------------------
+
+
+def _frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "little") + payload
+
+
+def test_an_eager_channel_reads_what_is_there_and_waits_for_the_rest():
+    from tusk_events.fujsen.wire import Channel
+
+    r, w = os.pipe()
+    try:
+        ch = Channel(r, w, eager=True)
+        assert not os.get_blocking(r)
+        os.write(w, _frame(b"ready") + _frame(b"next")[:3])
+        assert ch.recv(time.monotonic() + 30) == b"ready"
+        # half a frame: the rest comes later, the reader waits for it instead of failing
+        threading.Timer(0.2, os.write, (w, _frame(b"next")[3:])).start()
+        assert ch.recv(time.monotonic() + 30) == b"next"
+        threading.Timer(0.2, os.write, (w, _frame(b"no deadline"))).start()
+        assert ch.recv() == b"no deadline"
+        # nothing comes: None at the deadline; past it, a frame that came late is not read
+        t0 = time.monotonic()
+        assert ch.recv(t0 + 0.3) is None
+        assert time.monotonic() - t0 >= 0.29
+        os.write(w, _frame(b"late"))
+        assert ch.recv(time.monotonic() - 1) is None
+        assert ch.recv(time.monotonic() + 30) == b"late"
+    finally:
+        os.close(w)
+    with pytest.raises(EOFError):
+        ch.recv(time.monotonic() + 30)
+    os.close(r)

@@ -98,7 +98,9 @@ class _Worker(HelperServer):
         )
         assert self.proc.stdin and self.proc.stdout
         self.pid = self.proc.pid
-        self.channel = Channel(self.proc.stdout.fileno(), self.proc.stdin.fileno(), limit=pool.max_message)
+        self.channel = Channel(
+            self.proc.stdout.fileno(), self.proc.stdin.fileno(), limit=pool.max_message, eager=True
+        )
         self.loads = loads_strict if pool.untrusted else loads_plain
         self.ready = False
         self.alive = True
