@@ -643,3 +643,27 @@ def test_an_eager_channel_reads_what_is_there_and_waits_for_the_rest():
     with pytest.raises(EOFError):
         ch.recv(time.monotonic() + 30)
     os.close(r)
+
+
+def test_a_short_calls_worker_runs_on_the_callers_cpu_and_a_long_ones_anywhere(calc):
+    from tusk_events.fujsen import pool as pool_module
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if pool_module._current_cpu is None or len(cpus) < 2:
+        pytest.skip("needs sched_getcpu and two CPUs")
+    scale, nap = calc.fujsen("calc", "scale"), calc.fujsen("calc", "nap")
+    pool = scale.pool
+    pool.start()  # workers inherit the mask of the thread that starts them: start them unpinned
+    try:
+        for cpu in (cpus[0], cpus[-1]):
+            os.sched_setaffinity(0, {cpu})  # this thread only
+            assert scale(2)[0] == 6
+            worker = pool._idle[-1]  # the worker that ran it: the pool reuses the last one freed
+            assert os.sched_getaffinity(worker.pid) == {cpu}
+        assert nap(0.1) == 0.1  # longer than ISOLATION_FOLLOW_S: free to run anywhere again
+        worker = pool._idle[-1]
+        assert os.sched_getaffinity(worker.pid) == set(cpus)
+        assert scale(2)[0] == 6  # and pinned again by the next call
+        assert os.sched_getaffinity(pool._idle[-1].pid) == {cpus[-1]}
+    finally:
+        os.sched_setaffinity(0, set(cpus))
