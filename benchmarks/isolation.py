@@ -12,6 +12,10 @@
 * the same trivial call and runtime with ``trust="untrusted"``: hardened workers (Landlock,
   seccomp, nobody), the strict decoder and the operator's policy.
 
+* ``--placement``: the same calls and runtime with the worker held on another CPU than the
+  caller (what the scheduler may choose when that CPU is idle) vs following the caller's CPU
+  (the pool's way), alternated in one process; Linux with two CPUs or more.
+
 Every figure is a median over interleaved rounds in one process (the machine is shared:
 compare the ratios, measured side by side, rather than absolute numbers).
 """
@@ -19,6 +23,7 @@ compare the ratios, measured side by side, rather than absolute numbers).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -133,6 +138,47 @@ def bench_runtime(rounds: int, events: int) -> dict[str, float]:
     return out
 
 
+def bench_placement(rounds: int, n: int, events: int) -> dict[str, float]:
+    """Worker held on another CPU than the caller vs following it (the pool's way), side by side."""
+    import os
+
+    from tusk_events.fujsen import pool as pool_module
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if pool_module._current_cpu is None or len(cpus) < 2:
+        raise SystemExit("--placement needs Linux and two CPUs")
+    inline = TSK.from_string(CALLS, env={}, isolation="inline").fujsen("bench", "add")
+    fp = TSK.from_string(CALLS, env={}, isolation="process").fujsen("bench", "add")
+    fu = TSK.from_string(CALLS, env={}, trust="untrusted").fujsen("bench", "add")
+    fp.pool.start()
+    fu.pool.start()
+
+    def place(follow: bool) -> None:
+        os.sched_setaffinity(0, {cpus[0]})  # this thread only
+        for p in pool_module._pools.values():
+            for w in p._workers:
+                w.cpus = set(cpus)
+                w.cpu = -1 if follow else -2
+                if not follow:
+                    os.sched_setaffinity(w.pid, {cpus[-1]})
+
+    samples: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as store_dir:
+        run_runtime("process", 50, store_dir)
+        run_runtime("untrusted", 50, store_dir)
+        for _ in range(rounds):
+            base_call = per_call_us(lambda: inline(1, 2), n)
+            base_rt = run_runtime("inline", events, store_dir)
+            for follow in (True, False):
+                place(follow)
+                tag = "follow" if follow else "other_cpu"
+                for mode, f in (("process", fp), ("untrusted", fu)):
+                    samples.setdefault(f"overhead_{mode}_{tag}", []).append(per_call_us(functools.partial(f, 1, 2), n) - base_call)
+                    samples.setdefault(f"ratio_{mode}_{tag}", []).append(run_runtime(mode, events, store_dir) / base_rt)
+    os.sched_setaffinity(0, set(cpus))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=31)
@@ -141,9 +187,24 @@ def main() -> None:
     parser.add_argument("--runtime-rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--placement", action="store_true", help="worker on another CPU vs following the caller")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.calls, args.events, args.runtime_rounds = 5, 500, 300, 2
+
+    if args.placement:
+        rounds = args.runtime_rounds
+        placed = bench_placement(rounds, args.calls, args.events)
+        if args.json:
+            print(json.dumps(placed, indent=2))
+            return
+        print(f"worker placement (median of {rounds} alternated rounds; ratios vs the round's inline runtime)")
+        for mode in ("process", "untrusted"):
+            print(f"  {mode:9s} overhead: other CPU {placed[f'overhead_{mode}_other_cpu']:6.2f} us,"
+                  f" following {placed[f'overhead_{mode}_follow']:6.2f} us;"
+                  f" runtime ratio: other CPU {placed[f'ratio_{mode}_other_cpu']:.2f},"
+                  f" following {placed[f'ratio_{mode}_follow']:.2f}")
+        return
 
     calls = bench_calls(args.rounds, args.calls)
     runtime = bench_runtime(args.runtime_rounds, args.events)

@@ -400,6 +400,11 @@ ISOLATION_KILL_GRACE_S = 0.25
 ISOLATION_START_TIMEOUT_S = 10.0
 """How long a new worker may take to say hello (import, limits, network namespace)."""
 
+ISOLATION_FOLLOW_S = 0.002
+"""A call's worker runs on its caller's CPU until it has been silent this long, then on any: a
+short call is a hand-over on one CPU instead of waking another (tens of µs when that CPU is
+idle, e.g. in a VM)."""
+
 ISOLATION_MAX_MESSAGE = 256 << 20
 """Largest frame on a worker's pipes: arguments, results and helper replies beyond are refused."""
 

@@ -608,3 +608,62 @@ def test_parent_never_unpickles_a_class_or_function():
 def test_worker_side_encoder_refuses_what_is_not_plain(value):
     with pytest.raises(TypeError, match="is not plain data"):
         dumps_plain({"x": [value]})
+
+
+# --- the parent's end of the pipe ---------------------------------------------------------------
+
+
+def _frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "little") + payload
+
+
+def test_an_eager_channel_reads_what_is_there_and_waits_for_the_rest():
+    from tusk_events.fujsen.wire import Channel
+
+    r, w = os.pipe()
+    try:
+        ch = Channel(r, w, eager=True)
+        assert not os.get_blocking(r)
+        os.write(w, _frame(b"ready") + _frame(b"next")[:3])
+        assert ch.recv(time.monotonic() + 30) == b"ready"
+        # half a frame: the rest comes later, the reader waits for it instead of failing
+        threading.Timer(0.2, os.write, (w, _frame(b"next")[3:])).start()
+        assert ch.recv(time.monotonic() + 30) == b"next"
+        threading.Timer(0.2, os.write, (w, _frame(b"no deadline"))).start()
+        assert ch.recv() == b"no deadline"
+        # nothing comes: None at the deadline; past it, a frame that came late is not read
+        t0 = time.monotonic()
+        assert ch.recv(t0 + 0.3) is None
+        assert time.monotonic() - t0 >= 0.29
+        os.write(w, _frame(b"late"))
+        assert ch.recv(time.monotonic() - 1) is None
+        assert ch.recv(time.monotonic() + 30) == b"late"
+    finally:
+        os.close(w)
+    with pytest.raises(EOFError):
+        ch.recv(time.monotonic() + 30)
+    os.close(r)
+
+
+def test_a_short_calls_worker_runs_on_the_callers_cpu_and_a_long_ones_anywhere(calc):
+    from tusk_events.fujsen import pool as pool_module
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if pool_module._current_cpu is None or len(cpus) < 2:
+        pytest.skip("needs sched_getcpu and two CPUs")
+    scale, nap = calc.fujsen("calc", "scale"), calc.fujsen("calc", "nap")
+    pool = scale.pool
+    pool.start()  # workers inherit the mask of the thread that starts them: start them unpinned
+    try:
+        for cpu in (cpus[0], cpus[-1]):
+            os.sched_setaffinity(0, {cpu})  # this thread only
+            assert scale(2)[0] == 6
+            worker = pool._idle[-1]  # the worker that ran it: the pool reuses the last one freed
+            assert os.sched_getaffinity(worker.pid) == {cpu}
+        assert nap(0.1) == 0.1  # longer than ISOLATION_FOLLOW_S: free to run anywhere again
+        worker = pool._idle[-1]
+        assert os.sched_getaffinity(worker.pid) == set(cpus)
+        assert scale(2)[0] == 6  # and pinned again by the next call
+        assert os.sched_getaffinity(pool._idle[-1].pid) == {cpus[-1]}
+    finally:
+        os.sched_setaffinity(0, set(cpus))

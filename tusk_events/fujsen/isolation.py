@@ -96,7 +96,13 @@ Protocol
 --------
 Length-prefixed frames (4-byte little-endian size, at most :data:`ISOLATION_MAX_MESSAGE`;
 larger arguments, results or replies are refused before sending) on two pipes, strictly
-request/response and driven by the thread that made the call: no thread per worker.
+request/response and driven by the thread that made the call: no thread per worker. Where
+the OS allows it (Linux ``sched_setaffinity``), a call pins its worker to the caller's CPU
+and frees it once the worker has been silent for :data:`ISOLATION_FOLLOW_S`: a short call
+(or a quick back-and-forth of helper calls) is then a hand-over on one CPU rather than a
+wake-up of another one, which costs tens of microseconds when that CPU is idle (in a VM
+above all); a long computation runs wherever there is room. The parent reads a reply before it polls for it, since the worker has usually
+answered by the time the request's write returns.
 
 * parent -> worker: :mod:`marshal`. It encodes only plain types, which is what enforces the
   plain-data rule on arguments, and code objects, which is how the compiled fujsen travel;

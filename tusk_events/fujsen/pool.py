@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import ctypes
 import itertools
 import json
 import logging
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from tusk_events.defaults import (
     ISOLATION_CPU_LIMIT_S,
     ISOLATION_ENV_KEEP,
+    ISOLATION_FOLLOW_S,
     ISOLATION_KILL_GRACE_S,
     ISOLATION_MAX_MESSAGE,
     ISOLATION_MAX_OPEN_FILES,
@@ -78,6 +80,22 @@ def _park_if_exiting() -> None:
             time.sleep(3600)
 
 
+def _cpu_reader() -> Callable[[], int] | None:
+    """``sched_getcpu`` (the CPU this thread runs on), where there is one to pin workers with."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).sched_getcpu
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = []
+    return fn  # type: ignore[no-any-return]
+
+
+_current_cpu = _cpu_reader()
+
+
 class _Worker(HelperServer):
     """The parent's handle on one worker process."""
 
@@ -98,7 +116,9 @@ class _Worker(HelperServer):
         )
         assert self.proc.stdin and self.proc.stdout
         self.pid = self.proc.pid
-        self.channel = Channel(self.proc.stdout.fileno(), self.proc.stdin.fileno(), limit=pool.max_message)
+        self.channel = Channel(
+            self.proc.stdout.fileno(), self.proc.stdin.fileno(), limit=pool.max_message, eager=True
+        )
         self.loads = loads_strict if pool.untrusted else loads_plain
         self.ready = False
         self.alive = True
@@ -111,6 +131,9 @@ class _Worker(HelperServer):
         # redis clients the worker may name by handle in any call of the same config
         self.clients: dict[tuple[int, str], tuple[Any, Any, int]] = {}
         self.client_handles: dict[int, tuple[Any, Any]] = {}
+        # the CPU the worker is pinned to while a call is short (-1: none, -2: pinning failed)
+        self.cpu = -1 if _current_cpu is not None else -2
+        self.cpus: set[int] | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -203,6 +226,8 @@ class _Worker(HelperServer):
             raise FujsenError(f"{runner.where}: arguments of {len(payload):,} bytes exceed {self.channel.limit:,}")
         clean = False
         try:
+            if self.cpu != -2:
+                self._follow()
             if self.forgotten or runner.fid not in self.loaded:
                 self.channel.send(*self._prelude(runner), payload)
             else:
@@ -221,6 +246,30 @@ class _Worker(HelperServer):
         if ok:
             return value
         raise value
+
+    def _follow(self) -> None:
+        """Pin the worker to the caller's CPU: the request wakes it there, not on another CPU."""
+        assert _current_cpu is not None
+        cpu = _current_cpu()
+        if cpu == self.cpu or cpu < 0:
+            return
+        try:
+            if self.cpus is None:
+                self.cpus = os.sched_getaffinity(self.pid)
+            if cpu not in self.cpus or len(self.cpus) < 2:
+                return
+            os.sched_setaffinity(self.pid, (cpu,))
+            self.cpu = cpu
+        except OSError:
+            self.cpu = -2  # not ours to pin (or gone): the call finds out which
+
+    def _unpin(self) -> None:
+        """A long call: the worker may run on any CPU again."""
+        try:
+            os.sched_setaffinity(self.pid, self.cpus or ())
+            self.cpu = -1
+        except OSError:
+            self.cpu = -2
 
     def _prelude(self, runner: IsolatedRunner) -> list[bytes]:
         """What must reach the worker before this call: dropped code, this fujsen's definition."""
@@ -248,7 +297,13 @@ class _Worker(HelperServer):
         frame: _Frame | None = None
         while True:
             try:
-                data = recv(deadline)
+                if self.cpu >= 0:  # pinned: only while the call is short
+                    data = recv(min(deadline, time.monotonic() + ISOLATION_FOLLOW_S))
+                    if data is None and time.monotonic() < deadline:
+                        self._unpin()
+                        continue
+                else:
+                    data = recv(deadline)
                 if data is None:
                     raise FujsenTimeout(
                         f"{runner.where}: still running after its {runner.budget_s:g} s budget "

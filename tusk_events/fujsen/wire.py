@@ -179,12 +179,18 @@ def _short(err: BaseException) -> str:
 class Channel:
     """One end of a pipe pair carrying length-prefixed frames."""
 
-    __slots__ = ("rfd", "wfd", "_buf", "_poll", "limit")
+    __slots__ = ("rfd", "wfd", "_buf", "_poll", "limit", "eager")
 
-    def __init__(self, rfd: int, wfd: int, *, limit: int = ISOLATION_MAX_MESSAGE) -> None:
+    def __init__(self, rfd: int, wfd: int, *, limit: int = ISOLATION_MAX_MESSAGE, eager: bool = False) -> None:
         self.rfd = rfd
         self.wfd = wfd
         self.limit = limit
+        # eager: the read end is non-blocking and ``recv`` reads before it polls. A reply to a
+        # request is usually there already (the peer ran while the write woke it), so the
+        # common round trip saves the poll.
+        self.eager = eager
+        if eager:
+            os.set_blocking(rfd, False)
         self._buf = bytearray()
         self._poll = select.poll()
         self._poll.register(rfd, select.POLLIN)
@@ -211,6 +217,7 @@ class Channel:
         """The next frame; None when ``deadline`` (monotonic) passes first; EOFError at EOF."""
         buf = self._buf
         need = 4
+        eager = ready = self.eager
         while True:
             if len(buf) >= 4:
                 size = _HEADER.unpack_from(buf)[0]
@@ -221,13 +228,23 @@ class Channel:
                     payload = bytes(buf[4:need])
                     del buf[:need]
                     return payload
-            if deadline is not None:
+            if ready:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None  # as when polling: past the deadline, data that came late is not read
+            elif deadline is not None:
                 wait = deadline - time.monotonic()
                 if wait <= 0 or not self._poll.poll(math.ceil(wait * 1000)):
                     if time.monotonic() >= deadline:
                         return None
                     continue
-            chunk = os.read(self.rfd, max(65536, need - len(buf)))
+            elif eager:
+                self._poll.poll()
+            try:
+                chunk = os.read(self.rfd, max(65536, need - len(buf)))
+            except BlockingIOError:  # only on an eager end: nothing yet, wait for it
+                ready = False
+                continue
+            ready = eager
             if not chunk:
                 raise EOFError("the other end closed the pipe")
             if not buf and len(chunk) >= 4:
