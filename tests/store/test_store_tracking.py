@@ -178,3 +178,26 @@ def test_leases(store: EventStore) -> None:
     store.set_meta("k", "v1")
     store.set_meta("k", "v2")
     assert store.meta("k") == "v2"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sql", [
+    "SELECT set_config('search_path', 'public', false)",
+    "SELECT set_config('role', 'none', true)",
+])
+def test_a_unit_statement_changing_the_session_is_undone_and_the_unit_goes_on(
+    pg_store_url: str, sql: str
+) -> None:
+    """Defence behind the statement guard: the check after each statement in a unit."""
+    from tusk_events.store.sqlguard import Checked
+
+    with open_store(pg_store_url) as store:
+        unit = store.unit("svc", "e1")
+        unit.execute(INSERT, ("effect", "{}"))
+        with pytest.raises(SqlRefused, match="session role or search_path"):
+            unit._statement(Checked(sql, "select", 0), (), want_rows=True)
+        assert unit.query("SELECT count(*) FROM event_store WHERE event_type = ?", ("effect",)) == [(1,)]
+        unit.execute(INSERT, ("effect", "{}"))
+        assert unit.commit() is True
+        assert effects(store) == 2
+        assert store.tracked("svc", "e1") == HANDLED

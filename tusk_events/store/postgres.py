@@ -58,7 +58,7 @@ from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
-from tusk_events.store.postgres_unit import PostgresUnit
+from tusk_events.store.postgres_unit import SESSION_CHANGED, PostgresUnit
 from tusk_events.store.timestamps import CANONICAL_PATTERN
 from tusk_events.store.unit import HANDLED, Unit
 
@@ -92,6 +92,11 @@ def fujsen_role_name(database: str, schema: str) -> str:
     digest = hashlib.sha256(f"{database}\0{schema}".encode()).hexdigest()[:12]
     readable = re.sub(r"[^a-z0-9_]", "", schema.lower())[:30]
     return f"tusk_fujsen_{readable}_{digest}"
+
+
+def _literal(value: str) -> str:
+    """A string literal read the same whatever ``standard_conforming_strings`` says."""
+    return "E'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _lock_key(purpose: str, database: str, schema: str) -> int:
@@ -335,14 +340,13 @@ class PostgresStore(EventStore):
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
             ),
-            # the rows come as one JSON object {service: [event ids]}: json.dumps encodes it in
-            # C, where psycopg would dump two text arrays element by element in Python, on the
-            # GIL the handling thread is waiting for
+            # the rows come as one JSON array of [service, event id] pairs: json.dumps encodes
+            # it in one C call, where psycopg would dump two text arrays element by element in
+            # Python, on the GIL the handling thread is waiting for
             "track_many": (
                 f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
-                "SELECT s.service, e.event_id, %s, %s "
-                "FROM jsonb_each(%s::jsonb) AS s(service, ids), "
-                "jsonb_array_elements_text(s.ids) AS e(event_id) "
+                "SELECT r.row ->> 0, r.row ->> 1, %s, %s "
+                "FROM jsonb_array_elements(%s::jsonb) AS r(row) "
                 "ON CONFLICT (service, event_id) "
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
@@ -352,10 +356,9 @@ class PostgresStore(EventStore):
             # more round trips; set_config(..., true) lasts until that transaction's commit
             "track_many_lazy": (
                 f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
-                "SELECT s.service, e.event_id, %s, %s "
+                "SELECT r.row ->> 0, r.row ->> 1, %s, %s "
                 "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy, "
-                "jsonb_each(%s::jsonb) AS s(service, ids), "
-                "jsonb_array_elements_text(s.ids) AS e(event_id) "
+                "jsonb_array_elements(%s::jsonb) AS r(row) "
                 "ON CONFLICT (service, event_id) "
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
@@ -416,6 +419,16 @@ class PostgresStore(EventStore):
         }
         # search_path as the server shows it back (quotes only where needed)
         self._fujsen_expect = (self.fujsen_role, f"{shown_schema}, pg_temp")
+        # in a handling's transaction: the same check and the release in one round trip; a
+        # changed role or search_path fails the check (a text cast to int, with a marker)
+        # before the release, so the savepoint can still undo the statement
+        expect_role, expect_path = (_literal(v) for v in self._fujsen_expect)
+        self._fujsen_epilogue = (
+            f"SELECT CASE WHEN current_user OPERATOR(pg_catalog.=) {expect_role} "
+            "AND pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) "
+            f"{expect_path} THEN 0 ELSE CAST(pg_catalog.concat('{SESSION_CHANGED}', "
+            "current_user) AS pg_catalog.int4) END; RELEASE SAVEPOINT tusk_fujsen; RESET ROLE"
+        )
 
     def _migrate(self, conn: Any) -> None:
         s = self._s
@@ -660,16 +673,14 @@ class PostgresStore(EventStore):
         return bool(cur.rowcount == 1)
 
     def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
-        by_service: dict[str, list[str]] = {}
-        for service, event_id in rows:
-            by_service.setdefault(service, []).append(event_id)
-        if not by_service:
+        pairs = json.dumps(list(rows))  # C calls only: no Python work per row
+        if pairs == "[]":
             return
         # batched rows of handlings without store effects need not wait for the WAL flush
         sql = self._sql["track_many_lazy" if outcome == HANDLED else "track_many"]
         try:
             with self._connection() as conn:  # autocommit: the statement is its transaction
-                conn.execute(sql, (outcome, time.time(), json.dumps(by_service)))
+                conn.execute(sql, (outcome, time.time(), pairs))
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error("cannot record tracking rows", e) from e
 

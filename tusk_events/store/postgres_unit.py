@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from tusk_events.store.postgres import PostgresStore
     from tusk_events.store.sqlguard import Checked
 
+SESSION_CHANGED = "tusk: the session role or search_path changed: "
+"""The marker of the error the check after a fujsen statement in a unit raises."""
+
 
 class PostgresUnit(Unit):
     __slots__ = ("_conn", "_pool")
@@ -41,11 +44,11 @@ class PostgresUnit(Unit):
             self._conn = self._pool.getconn()
         except store._psycopg_pool.PoolTimeout as e:
             raise store._error("cannot begin a handling", e) from e
+        conn = self._conn
         try:
-            self._conn.execute("BEGIN")
-            cur = self._conn.execute(
-                store._sql["claim"], (self.service, self.event_id, time.time())
-            )
+            with conn.pipeline():  # BEGIN and the claim in one round trip
+                conn.execute("BEGIN")
+                cur = conn.execute(store._sql["claim"], (self.service, self.event_id, time.time()))
             self.duplicate = cur.rowcount != 1
         except psycopg.Error as e:
             self._release()
@@ -75,10 +78,12 @@ class PostgresUnit(Unit):
                 if want_rows and cur.description is not None:
                     rows = sqlguard.fetch_capped(cur)
                 rowcount = cur.rowcount
-            state = conn.execute("SELECT current_user, current_setting('search_path')").fetchone()
-            if tuple(state) != store._fujsen_expect:
-                raise sqlguard.refuse("changing the session role or search_path")
-            conn.execute("RELEASE SAVEPOINT tusk_fujsen; RESET ROLE")
+            try:  # check role and search_path, release the savepoint: one round trip
+                conn.execute(store._fujsen_epilogue)
+            except errors.InvalidTextRepresentation as e:
+                if SESSION_CHANGED not in str(e.diag.message_primary):
+                    raise
+                raise sqlguard.refuse("changing the session role or search_path") from e
         except BaseException as e:
             self._back_to_savepoint()
             if isinstance(e, errors.InsufficientPrivilege):
@@ -104,12 +109,14 @@ class PostgresUnit(Unit):
         store = self.store
         conn = self._conn
         try:
-            if commit:
-                if self.events:
-                    columns = [list(c) for c in zip(*map(event_row, self.events))]
+            if commit and self.events:
+                columns = [list(c) for c in zip(*map(event_row, self.events))]
+                with conn.pipeline():  # the outbox and COMMIT in one round trip
                     conn.execute(
                         store._sql["insert_outbox"], (store._write_lock, *columns, time.time())
                     )
+                    conn.execute("COMMIT")
+            elif commit:
                 conn.execute("COMMIT")
             else:
                 conn.execute("ROLLBACK")
