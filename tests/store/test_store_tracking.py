@@ -201,3 +201,34 @@ def test_a_unit_statement_changing_the_session_is_undone_and_the_unit_goes_on(
         assert unit.commit() is True
         assert effects(store) == 2
         assert store.tracked("svc", "e1") == HANDLED
+
+
+ODD = "it's a \\back\\slash, a 'quote', 100% and ünïcode \U0001f600 {braces}"
+
+
+def test_odd_text_in_ids_and_published_events_is_stored_as_given(store: EventStore) -> None:
+    """Values the PostgreSQL unit sends as literals come back unchanged."""
+    from dataclasses import replace
+
+    event = replace(new_event(ODD, {"text": ODD, "nul": "\x00"}, {"note": ODD}), id=ODD)
+    unit = store.unit(ODD, ODD)
+    unit.add(event)
+    assert unit.commit() is True
+    assert store.tracked(ODD, ODD) == HANDLED
+    stored = store.get(ODD)
+    assert stored is not None
+    assert (stored.type, stored.payload["text"], stored.payload["nul"]) == (ODD, ODD, "\x00")
+    assert stored.metadata["note"] == ODD
+    assert [e.id for e in store.outbox(time.time() + 60, 10)] == [ODD]
+    again = store.unit(ODD, ODD)
+    assert again.commit() is False
+
+
+@pytest.mark.postgres
+def test_a_nul_in_an_id_is_refused_on_postgresql(pg_store_url: str) -> None:
+    with open_store(pg_store_url) as store:
+        unit = store.unit("svc", "a\x00b")
+        unit.add(new_event("published", {}))
+        with pytest.raises(StoreError, match="NUL"):
+            unit.commit()
+        assert store.count() == 0

@@ -58,7 +58,7 @@ from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
-from tusk_events.store.postgres_unit import SESSION_CHANGED, PostgresUnit
+from tusk_events.store.postgres_unit import SESSION_CHANGED, PostgresUnit, literal
 from tusk_events.store.timestamps import CANONICAL_PATTERN
 from tusk_events.store.unit import HANDLED, Unit
 
@@ -92,11 +92,6 @@ def fujsen_role_name(database: str, schema: str) -> str:
     digest = hashlib.sha256(f"{database}\0{schema}".encode()).hexdigest()[:12]
     readable = re.sub(r"[^a-z0-9_]", "", schema.lower())[:30]
     return f"tusk_fujsen_{readable}_{digest}"
-
-
-def _literal(value: str) -> str:
-    """A string literal read the same whatever ``standard_conforming_strings`` says."""
-    return "E'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _lock_key(purpose: str, database: str, schema: str) -> int:
@@ -408,6 +403,18 @@ class PostgresStore(EventStore):
                 f"(SELECT max(id) FROM {t})"
             ),
         }
+        # a handling's transaction (tusk_events.store.postgres_unit): simple queries of two
+        # statements each, one round trip each, their values as literals (filled in with %)
+        self._begin_claim = "BEGIN; " + self._sql["claim"]
+        self._outbox_commit = (
+            f"WITH ins AS (INSERT INTO {t} (event_id, event_type, payload, metadata, timestamp) "
+            "SELECT u.r ->> 0, u.r ->> 1, u.r ->> 2, u.r ->> 3, u.r ->> 4 "
+            f"FROM (SELECT pg_advisory_xact_lock({self._write_lock})) AS serialised, "
+            "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u(r, n) "
+            "ORDER BY u.n ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id) "
+            f"INSERT INTO {s}.tusk_outbox (seq, event_id, created) "
+            "SELECT id, event_id, %s FROM ins; COMMIT"
+        )
         role = quote_ident(self.fujsen_role)
         timeout_ms = int(FUJSEN_SQL_TIMEOUT_S * 1000)
         self._fujsen_prologue = {
@@ -422,7 +429,7 @@ class PostgresStore(EventStore):
         # in a handling's transaction: the same check and the release in one round trip; a
         # changed role or search_path fails the check (a text cast to int, with a marker)
         # before the release, so the savepoint can still undo the statement
-        expect_role, expect_path = (_literal(v) for v in self._fujsen_expect)
+        expect_role, expect_path = (literal(v) for v in self._fujsen_expect)
         self._fujsen_epilogue = (
             f"SELECT CASE WHEN current_user OPERATOR(pg_catalog.=) {expect_role} "
             "AND pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) "
