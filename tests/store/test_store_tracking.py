@@ -232,3 +232,33 @@ def test_a_nul_in_an_id_is_refused_on_postgresql(pg_store_url: str) -> None:
         with pytest.raises(StoreError, match="NUL"):
             unit.commit()
         assert store.count() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("first", ["statement", "commit"])
+def test_a_connection_lost_before_the_claim_is_sent_loses_the_unit_cleanly(
+    pg_store_url: str, postgres_url: str, first: str
+) -> None:
+    """BEGIN and the claim travel with the first statement (or the commit): when that fails,
+    the unit is lost as a whole, its connection goes back, and the next unit works."""
+    import psycopg
+
+    with open_store(pg_store_url) as store:
+        unit = store.unit("svc", "e1")
+        unit._start()  # a connection taken, nothing sent yet
+        pid = unit._conn.info.backend_pid
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.2)
+        with pytest.raises(StoreError, match="cannot begin handling e1"):
+            if first == "statement":
+                unit.execute(INSERT, ("effect", "{}"))
+            else:
+                unit.add(new_event("published", {}))
+                unit.commit()
+        unit.rollback()
+        assert store.tracked("svc", "e1") is None
+        again = store.unit("svc", "e1")
+        again.execute(INSERT, ("effect", "{}"))
+        assert again.commit() is True
+        assert effects(store) == 1
