@@ -262,3 +262,16 @@ def test_a_connection_lost_before_the_claim_is_sent_loses_the_unit_cleanly(
         again.execute(INSERT, ("effect", "{}"))
         assert again.commit() is True
         assert effects(store) == 1
+
+
+def test_a_batch_of_handled_rows_meeting_existing_rows_is_written_whole(store: EventStore) -> None:
+    """The usual batch has only new rows; one that meets rows (a dead letter, a row written
+    before) still writes every row, and a handled row stays handled."""
+    store.track("svc", "dead", DEAD)
+    store.track_many([("svc", "old")], HANDLED)
+    store.track_many([("svc", "new1"), ("svc", "dead"), ("svc", "old"), ("other", "new1")], HANDLED)
+    for service, event_id in (("svc", "new1"), ("svc", "dead"), ("svc", "old"), ("other", "new1")):
+        assert store.tracked(service, event_id) == HANDLED
+    store.track_many([("svc", "old"), ("svc", "x")], DEAD)
+    assert store.tracked("svc", "old") == HANDLED
+    assert store.tracked("svc", "x") == DEAD

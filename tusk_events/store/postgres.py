@@ -358,6 +358,15 @@ class PostgresStore(EventStore):
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
             ),
+            # the usual batch: rows for events handled once, none there yet; a plain INSERT
+            # costs the server about a third less than ON CONFLICT (track_many_lazy is the
+            # fallback when a row exists)
+            "track_many_new": (
+                f"INSERT INTO {s}.tusk_tracking (service, event_id, outcome, at) "
+                "SELECT r.row ->> 0, r.row ->> 1, %s, %s "
+                "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy, "
+                "jsonb_array_elements(%s::jsonb) AS r(row)"
+            ),
             "tracked": (
                 f"SELECT outcome FROM {s}.tusk_tracking WHERE service = %s AND event_id = %s"
             ),
@@ -685,9 +694,16 @@ class PostgresStore(EventStore):
             return
         # batched rows of handlings without store effects need not wait for the WAL flush
         sql = self._sql["track_many_lazy" if outcome == HANDLED else "track_many"]
+        params = (outcome, time.time(), pairs)
         try:
             with self._connection() as conn:  # autocommit: the statement is its transaction
-                conn.execute(sql, (outcome, time.time(), pairs))
+                if outcome == HANDLED:
+                    try:
+                        conn.execute(self._sql["track_many_new"], params)
+                        return
+                    except self._psycopg.errors.UniqueViolation:
+                        pass  # a row was there (a dead letter redriven, a redelivery)
+                conn.execute(sql, params)
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error("cannot record tracking rows", e) from e
 
