@@ -178,3 +178,100 @@ def test_leases(store: EventStore) -> None:
     store.set_meta("k", "v1")
     store.set_meta("k", "v2")
     assert store.meta("k") == "v2"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sql", [
+    "SELECT set_config('search_path', 'public', false)",
+    "SELECT set_config('role', 'none', true)",
+])
+def test_a_unit_statement_changing_the_session_is_undone_and_the_unit_goes_on(
+    pg_store_url: str, sql: str
+) -> None:
+    """Defence behind the statement guard: the check after each statement in a unit."""
+    from tusk_events.store.sqlguard import Checked
+
+    with open_store(pg_store_url) as store:
+        unit = store.unit("svc", "e1")
+        unit.execute(INSERT, ("effect", "{}"))
+        with pytest.raises(SqlRefused, match="session role or search_path"):
+            unit._statement(Checked(sql, "select", 0), (), want_rows=True)
+        assert unit.query("SELECT count(*) FROM event_store WHERE event_type = ?", ("effect",)) == [(1,)]
+        unit.execute(INSERT, ("effect", "{}"))
+        assert unit.commit() is True
+        assert effects(store) == 2
+        assert store.tracked("svc", "e1") == HANDLED
+
+
+ODD = "it's a \\back\\slash, a 'quote', 100% and ünïcode \U0001f600 {braces}"
+
+
+def test_odd_text_in_ids_and_published_events_is_stored_as_given(store: EventStore) -> None:
+    """Values the PostgreSQL unit sends as literals come back unchanged."""
+    from dataclasses import replace
+
+    event = replace(new_event(ODD, {"text": ODD, "nul": "\x00"}, {"note": ODD}), id=ODD)
+    unit = store.unit(ODD, ODD)
+    unit.add(event)
+    assert unit.commit() is True
+    assert store.tracked(ODD, ODD) == HANDLED
+    stored = store.get(ODD)
+    assert stored is not None
+    assert (stored.type, stored.payload["text"], stored.payload["nul"]) == (ODD, ODD, "\x00")
+    assert stored.metadata["note"] == ODD
+    assert [e.id for e in store.outbox(time.time() + 60, 10)] == [ODD]
+    again = store.unit(ODD, ODD)
+    assert again.commit() is False
+
+
+@pytest.mark.postgres
+def test_a_nul_in_an_id_is_refused_on_postgresql(pg_store_url: str) -> None:
+    with open_store(pg_store_url) as store:
+        unit = store.unit("svc", "a\x00b")
+        unit.add(new_event("published", {}))
+        with pytest.raises(StoreError, match="NUL"):
+            unit.commit()
+        assert store.count() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("first", ["statement", "commit"])
+def test_a_connection_lost_before_the_claim_is_sent_loses_the_unit_cleanly(
+    pg_store_url: str, postgres_url: str, first: str
+) -> None:
+    """BEGIN and the claim travel with the first statement (or the commit): when that fails,
+    the unit is lost as a whole, its connection goes back, and the next unit works."""
+    import psycopg
+
+    with open_store(pg_store_url) as store:
+        unit = store.unit("svc", "e1")
+        unit._start()  # a connection taken, nothing sent yet
+        pid = unit._conn.info.backend_pid
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.2)
+        with pytest.raises(StoreError, match="cannot begin handling e1"):
+            if first == "statement":
+                unit.execute(INSERT, ("effect", "{}"))
+            else:
+                unit.add(new_event("published", {}))
+                unit.commit()
+        unit.rollback()
+        assert store.tracked("svc", "e1") is None
+        again = store.unit("svc", "e1")
+        again.execute(INSERT, ("effect", "{}"))
+        assert again.commit() is True
+        assert effects(store) == 1
+
+
+def test_a_batch_of_handled_rows_meeting_existing_rows_is_written_whole(store: EventStore) -> None:
+    """The usual batch has only new rows; one that meets rows (a dead letter, a row written
+    before) still writes every row, and a handled row stays handled."""
+    store.track("svc", "dead", DEAD)
+    store.track_many([("svc", "old")], HANDLED)
+    store.track_many([("svc", "new1"), ("svc", "dead"), ("svc", "old"), ("other", "new1")], HANDLED)
+    for service, event_id in (("svc", "new1"), ("svc", "dead"), ("svc", "old"), ("other", "new1")):
+        assert store.tracked(service, event_id) == HANDLED
+    store.track_many([("svc", "old"), ("svc", "x")], DEAD)
+    assert store.tracked("svc", "old") == HANDLED
+    assert store.tracked("svc", "x") == DEAD

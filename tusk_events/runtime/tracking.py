@@ -112,6 +112,8 @@ class Tracker:
         self.on_commit = on_commit
         """Called with the events a committed attempt published (the relay sends them)."""
         self._pure: dict[tuple[str, str], None] = {}
+        self._writing: dict[tuple[str, str], None] = {}
+        """The batch being written (taken whole from ``_pure``): still handled for :meth:`done`."""
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -121,7 +123,8 @@ class Tracker:
         """True when ``service`` has handled ``event`` (its tracking row says so)."""
         if not (self.enabled and tracked):
             return False
-        if (service, event.id) in self._pure:
+        key = (service, event.id)
+        if key in self._pure or key in self._writing:
             return True
         return self.store.tracked(service, event.id) == HANDLED
 
@@ -166,21 +169,26 @@ class Tracker:
                     return
 
     def flush(self) -> int:
-        """Write the batched tracking rows of handlings without store effects; returns how many."""
+        """Write the batched tracking rows of handlings without store effects; returns how many.
+
+        The batch is taken whole (a swap, not a copy and a removal row by row): the handling
+        threads wait on the lock and the GIL for no per-row work of this thread.
+        """
         with self._flush_lock:
             with self._lock:
-                rows = list(self._pure)
-            if not rows:
-                return 0
+                rows = self._pure
+                if not rows:
+                    return 0
+                self._writing, self._pure = rows, {}
             try:
                 self.store.track_many(rows, HANDLED)
             except StoreError as e:  # kept for the next flush
                 log.warning("cannot record %d tracking rows: %s", len(rows), e)
+                with self._lock:
+                    rows.update(self._pure)
+                    self._pure, self._writing = rows, {}
                 return 0
-            with self._lock:
-                pure = self._pure
-                for row in rows:
-                    pure.pop(row, None)
+            self._writing = {}
             return len(rows)
 
     def defer(self, event: Event) -> bool:

@@ -58,7 +58,7 @@ from tusk_events.errors import StoreError
 from tusk_events.events import Event
 from tusk_events.store import sqlguard, timestamps
 from tusk_events.store.base import COLUMNS, SCHEMA_VERSION, EventStore, StoredEvent, event_row
-from tusk_events.store.postgres_unit import PostgresUnit
+from tusk_events.store.postgres_unit import SESSION_CHANGED, PostgresUnit, literal
 from tusk_events.store.timestamps import CANONICAL_PATTERN
 from tusk_events.store.unit import HANDLED, Unit
 
@@ -335,14 +335,13 @@ class PostgresStore(EventStore):
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
             ),
-            # the rows come as one JSON object {service: [event ids]}: json.dumps encodes it in
-            # C, where psycopg would dump two text arrays element by element in Python, on the
-            # GIL the handling thread is waiting for
+            # the rows come as one JSON array of [service, event id] pairs: json.dumps encodes
+            # it in one C call, where psycopg would dump two text arrays element by element in
+            # Python, on the GIL the handling thread is waiting for
             "track_many": (
                 f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
-                "SELECT s.service, e.event_id, %s, %s "
-                "FROM jsonb_each(%s::jsonb) AS s(service, ids), "
-                "jsonb_array_elements_text(s.ids) AS e(event_id) "
+                "SELECT r.row ->> 0, r.row ->> 1, %s, %s "
+                "FROM jsonb_array_elements(%s::jsonb) AS r(row) "
                 "ON CONFLICT (service, event_id) "
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
@@ -352,13 +351,21 @@ class PostgresStore(EventStore):
             # more round trips; set_config(..., true) lasts until that transaction's commit
             "track_many_lazy": (
                 f"INSERT INTO {s}.tusk_tracking AS t (service, event_id, outcome, at) "
-                "SELECT s.service, e.event_id, %s, %s "
+                "SELECT r.row ->> 0, r.row ->> 1, %s, %s "
                 "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy, "
-                "jsonb_each(%s::jsonb) AS s(service, ids), "
-                "jsonb_array_elements_text(s.ids) AS e(event_id) "
+                "jsonb_array_elements(%s::jsonb) AS r(row) "
                 "ON CONFLICT (service, event_id) "
                 "DO UPDATE SET outcome = excluded.outcome, at = excluded.at "
                 "WHERE t.outcome <> 'handled'"
+            ),
+            # the usual batch: rows for events handled once, none there yet; a plain INSERT
+            # costs the server about a third less than ON CONFLICT (track_many_lazy is the
+            # fallback when a row exists)
+            "track_many_new": (
+                f"INSERT INTO {s}.tusk_tracking (service, event_id, outcome, at) "
+                "SELECT r.row ->> 0, r.row ->> 1, %s, %s "
+                "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy, "
+                "jsonb_array_elements(%s::jsonb) AS r(row)"
             ),
             "tracked": (
                 f"SELECT outcome FROM {s}.tusk_tracking WHERE service = %s AND event_id = %s"
@@ -405,6 +412,18 @@ class PostgresStore(EventStore):
                 f"(SELECT max(id) FROM {t})"
             ),
         }
+        # a handling's transaction (tusk_events.store.postgres_unit): simple queries of two
+        # statements each, one round trip each, their values as literals (filled in with %)
+        self._begin_claim = "BEGIN; " + self._sql["claim"]
+        self._outbox_commit = (
+            f"WITH ins AS (INSERT INTO {t} (event_id, event_type, payload, metadata, timestamp) "
+            "SELECT u.r ->> 0, u.r ->> 1, u.r ->> 2, u.r ->> 3, u.r ->> 4 "
+            f"FROM (SELECT pg_advisory_xact_lock({self._write_lock})) AS serialised, "
+            "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u(r, n) "
+            "ORDER BY u.n ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id) "
+            f"INSERT INTO {s}.tusk_outbox (seq, event_id, created) "
+            "SELECT id, event_id, %s FROM ins; COMMIT"
+        )
         role = quote_ident(self.fujsen_role)
         timeout_ms = int(FUJSEN_SQL_TIMEOUT_S * 1000)
         self._fujsen_prologue = {
@@ -416,6 +435,16 @@ class PostgresStore(EventStore):
         }
         # search_path as the server shows it back (quotes only where needed)
         self._fujsen_expect = (self.fujsen_role, f"{shown_schema}, pg_temp")
+        # in a handling's transaction: the same check and the release in one round trip; a
+        # changed role or search_path fails the check (a text cast to int, with a marker)
+        # before the release, so the savepoint can still undo the statement
+        expect_role, expect_path = (literal(v) for v in self._fujsen_expect)
+        self._fujsen_epilogue = (
+            f"SELECT CASE WHEN current_user OPERATOR(pg_catalog.=) {expect_role} "
+            "AND pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) "
+            f"{expect_path} THEN 0 ELSE CAST(pg_catalog.concat('{SESSION_CHANGED}', "
+            "current_user) AS pg_catalog.int4) END; RELEASE SAVEPOINT tusk_fujsen; RESET ROLE"
+        )
 
     def _migrate(self, conn: Any) -> None:
         s = self._s
@@ -660,16 +689,21 @@ class PostgresStore(EventStore):
         return bool(cur.rowcount == 1)
 
     def track_many(self, rows: Iterable[tuple[str, str]], outcome: str) -> None:
-        by_service: dict[str, list[str]] = {}
-        for service, event_id in rows:
-            by_service.setdefault(service, []).append(event_id)
-        if not by_service:
+        pairs = json.dumps(list(rows))  # C calls only: no Python work per row
+        if pairs == "[]":
             return
         # batched rows of handlings without store effects need not wait for the WAL flush
         sql = self._sql["track_many_lazy" if outcome == HANDLED else "track_many"]
+        params = (outcome, time.time(), pairs)
         try:
             with self._connection() as conn:  # autocommit: the statement is its transaction
-                conn.execute(sql, (outcome, time.time(), json.dumps(by_service)))
+                if outcome == HANDLED:
+                    try:
+                        conn.execute(self._sql["track_many_new"], params)
+                        return
+                    except self._psycopg.errors.UniqueViolation:
+                        pass  # a row was there (a dead letter redriven, a redelivery)
+                conn.execute(sql, params)
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error("cannot record tracking rows", e) from e
 

@@ -10,11 +10,12 @@ to its savepoint, so a handler that catches the error can go on, as it could out
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from tusk_events.defaults import FUJSEN_SQL_TIMEOUT_S
-from tusk_events.errors import StoreError
+from tusk_events.errors import AlreadyHandled, StoreError
 from tusk_events.store import sqlguard
 from tusk_events.store.base import event_row
 from tusk_events.store.unit import Unit
@@ -23,33 +24,73 @@ if TYPE_CHECKING:
     from tusk_events.store.postgres import PostgresStore
     from tusk_events.store.sqlguard import Checked
 
+SESSION_CHANGED = "tusk: the session role or search_path changed: "
+"""The marker of the error the check after a fujsen statement in a unit raises."""
+
+
+def literal(value: str) -> str:
+    """A string literal, read the same whatever ``standard_conforming_strings`` says."""
+    if "\x00" in value:
+        raise StoreError("a text value holds a NUL character, which PostgreSQL cannot store")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
 
 class PostgresUnit(Unit):
-    __slots__ = ("_conn", "_pool")
+    """BEGIN and the claim are sent with the first statement's prologue (or at commit): one
+    round trip where they took one of their own."""
+
+    __slots__ = ("_conn", "_pending", "_pool")
     store: PostgresStore
 
     def __init__(self, store: PostgresStore, service: str, event_id: str) -> None:
         super().__init__(store, service, event_id)
         self._conn: Any = None
         self._pool: Any = None
+        self._pending: str | None = None
+        """BEGIN and the claim, not sent yet."""
 
     def _begin(self) -> None:
         store = self.store
-        psycopg = store._psycopg
+        # one simple query, the values as literals (psycopg's pipeline mode saves round trips
+        # too, but costs more in Python than they do)
+        pending = store._begin_claim % (
+            literal(self.service), literal(self.event_id), repr(time.time())
+        )
         self._pool = store._unit_connection()
         try:
             self._conn = self._pool.getconn()
         except store._psycopg_pool.PoolTimeout as e:
             raise store._error("cannot begin a handling", e) from e
+        self._pending = pending
+
+    def _claim(self, then: str = "") -> None:
+        """Send BEGIN and the claim (and ``then``, statements without results to read)."""
+        store = self.store
+        pending, self._pending = self._pending, None
+        assert pending is not None
         try:
-            self._conn.execute("BEGIN")
-            cur = self._conn.execute(
-                store._sql["claim"], (self.service, self.event_id, time.time())
-            )
+            cur = self._conn.execute(pending + then)
+            cur.nextset()
             self.duplicate = cur.rowcount != 1
-        except psycopg.Error as e:
+        except store._psycopg.Error as e:
+            self.broken = str(e)
             self._release()
             raise store._error(f"cannot begin handling {self.event_id}", e) from e
+
+    def commit(self) -> bool:
+        if not self.began and not self.closed and self.broken is None:
+            try:
+                self._start()
+            except StoreError:
+                self.closed = True
+                raise
+        if self._pending is not None and not self.closed and self.broken is None:
+            try:
+                self._claim()  # the claim decides between COMMIT and ROLLBACK
+            except StoreError:
+                self.closed = True
+                raise
+        return super().commit()
 
     def _run(
         self, checked: Checked, values: tuple[Any, ...], *, want_rows: bool
@@ -59,13 +100,19 @@ class PostgresUnit(Unit):
         errors = psycopg.errors
         if store._fujsen_unavailable:
             raise StoreError(f"fujsen SQL is unavailable on this store: {store._fujsen_unavailable}")
-        conn = self._conn
         write = checked.verb != "select"
-        try:
-            conn.execute("SAVEPOINT tusk_fujsen; " + store._fujsen_prologue[write])
-        except psycopg.Error as e:
-            self.broken = str(e)
-            raise store._error("fujsen SQL failed", e) from e
+        prologue = "; SAVEPOINT tusk_fujsen; " + store._fujsen_prologue[write]
+        if self._pending is not None:  # the first statement: BEGIN, claim, prologue at once
+            self._claim(prologue)
+            if self.duplicate:
+                raise AlreadyHandled(f"{self.service} has already handled event {self.event_id}")
+        else:
+            try:
+                self._conn.execute(prologue[2:])
+            except psycopg.Error as e:
+                self.broken = str(e)
+                raise store._error("fujsen SQL failed", e) from e
+        conn = self._conn
         try:
             with conn.cursor() as cur:
                 # for an untrusted config the server refuses a result past the byte cap
@@ -75,10 +122,12 @@ class PostgresUnit(Unit):
                 if want_rows and cur.description is not None:
                     rows = sqlguard.fetch_capped(cur)
                 rowcount = cur.rowcount
-            state = conn.execute("SELECT current_user, current_setting('search_path')").fetchone()
-            if tuple(state) != store._fujsen_expect:
-                raise sqlguard.refuse("changing the session role or search_path")
-            conn.execute("RELEASE SAVEPOINT tusk_fujsen; RESET ROLE")
+            try:  # check role and search_path, release the savepoint: one round trip
+                conn.execute(store._fujsen_epilogue)
+            except errors.InvalidTextRepresentation as e:
+                if SESSION_CHANGED not in str(e.diag.message_primary):
+                    raise
+                raise sqlguard.refuse("changing the session role or search_path") from e
         except BaseException as e:
             self._back_to_savepoint()
             if isinstance(e, errors.InsufficientPrivilege):
@@ -103,13 +152,20 @@ class PostgresUnit(Unit):
     def _finish(self, *, commit: bool) -> None:
         store = self.store
         conn = self._conn
+        if conn is None:  # released when BEGIN or the claim failed
+            return
+        if self._pending is not None:  # nothing was sent: nothing to roll back
+            assert not commit, "commit() sends the claim first"
+            self._pending = None
+            self._release()
+            return
         try:
-            if commit:
-                if self.events:
-                    columns = [list(c) for c in zip(*map(event_row, self.events))]
-                    conn.execute(
-                        store._sql["insert_outbox"], (store._write_lock, *columns, time.time())
-                    )
+            if commit and self.events:
+                # the events as one JSON literal (encoded in C): the outbox and COMMIT in one
+                # simple query, one round trip
+                rows = json.dumps(list(map(event_row, self.events)))
+                conn.execute(store._outbox_commit % (literal(rows), repr(time.time())))
+            elif commit:
                 conn.execute("COMMIT")
             else:
                 conn.execute("ROLLBACK")
