@@ -187,3 +187,16 @@ def test_postgresql_sessions_carry_the_dead_peer_settings(pg_store_url: str) -> 
     assert int(user_timeout) == POSTGRES_DEAD_PEER_S * 1000
     assert path.startswith("t_")  # the fixture's schema: the URL's own options were kept
     assert params["keepalives"] == "1" and params["tcp_user_timeout"] == str(POSTGRES_DEAD_PEER_S * 1000)
+
+
+@pytest.mark.postgres
+def test_postgresql_sessions_are_utf8_whatever_the_environment_says(
+    pg_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # handling units send escaped literals: a client encoding such as SJIS, whose multibyte
+    # characters can end in a backslash byte, must never be in force
+    monkeypatch.setenv("PGCLIENTENCODING", "SJIS")
+    with open_store(pg_store_url) as store:
+        with store._unit_connection().connection() as conn:  # type: ignore[attr-defined]
+            (encoding,) = conn.execute("SHOW client_encoding").fetchone()
+    assert encoding == "UTF8"

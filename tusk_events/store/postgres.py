@@ -243,7 +243,9 @@ class PostgresStore(EventStore):
         if min_size < 0 or max_size < max(min_size, 1):
             raise StoreError(f"bad pool sizes: min {min_size}, max {max_size}")
         self._conninfo = conninfo
-        self._kwargs: dict[str, Any] = {"autocommit": True, **liveness(conninfo)}
+        # UTF8 always: handling units send some values as escaped literals (postgres_unit.literal),
+        # which only a client encoding without backslash-bearing multibyte characters keeps safe
+        self._kwargs: dict[str, Any] = {"autocommit": True, **liveness(conninfo), "client_encoding": "UTF8"}
         if "connect_timeout" not in conninfo:
             self._kwargs["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
         self._timeout = timeout
