@@ -167,7 +167,8 @@ def call_handling(event: Event, fn: Callable[..., T], *args: Any) -> T:
 class handling:  # noqa: N801 - used as a function: ``with handling(event):``
     """Mark ``event`` as the one being handled: events created inside are caused by it.
 
-    A class, not a generator: it is entered twice per handled event.
+    A class, not a generator: the runtime enters it once per handled event (the buses call
+    handlers through :func:`call_handling`).
     """
 
     __slots__ = ("event", "token")

@@ -431,7 +431,7 @@ class Subscription(ABC):
     # --- dispatch -----------------------------------------------------------------
 
     def _dispatch(self, event: Event, delivery: Delivery | Callable[[], Delivery]) -> Any:
-        """Call the handler inside ``handling(event)``; truthy when it returned (ACK_ONLY if it said so)."""
+        """Call the handler with ``event`` as the one being handled (:func:`call_handling`); truthy when it returned (ACK_ONLY if it said so)."""
         try:
             if self._pass_delivery:
                 d = delivery if isinstance(delivery, Delivery) else delivery()

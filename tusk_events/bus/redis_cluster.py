@@ -73,17 +73,16 @@ def key_tag(client: Any) -> str:
     return BUS_CLUSTER_TAG if isinstance(client, RedisCluster) else ""
 
 
-def serving_master(client: Any, key: str | bytes) -> str:
-    """``host:port`` of the master that serves ``key`` on a Redis Cluster ("" on one server).
+def serving_node(client: Any, key: str | bytes) -> Any:
+    """The master node that serves ``key`` on a Redis Cluster (None on one server).
 
     It changes when a replica takes over: what the old master had acknowledged but not yet
     replicated may be gone although the keys survived, which the relay must know."""
     from redis.cluster import RedisCluster
 
     if not isinstance(client, RedisCluster):
-        return ""
-    node = client.get_node_from_key(key)
-    return str(node.name) if node is not None else ""
+        return None
+    return client.get_node_from_key(key)
 
 
 def cluster_client(url: str, seeds: list[tuple[str, int]] | None, **options: Any) -> Any:
@@ -109,4 +108,4 @@ def cluster_client(url: str, seeds: list[tuple[str, int]] | None, **options: Any
         raise BusError(f"cannot reach the Redis Cluster at {redact_url(url)}: {exc}") from exc
 
 
-__all__ = ["cluster_client", "cluster_seeds", "is_cluster_node", "key_tag", "serving_master"]
+__all__ = ["cluster_client", "cluster_seeds", "is_cluster_node", "key_tag", "serving_node"]

@@ -40,7 +40,7 @@ from typing import Any
 
 from tusk_events.bus import Bus
 from tusk_events.bus.base import redact_url
-from tusk_events.bus.redis_cluster import serving_master
+from tusk_events.bus.redis_cluster import serving_node
 from tusk_events.defaults import (
     BUS_EPOCH_KEY,
     REDELIVER_SINCE_S,
@@ -329,18 +329,15 @@ def _server_id(client: Any, key: str = "") -> str:
     On a Redis Cluster it is the run id of the master serving ``key``'s slot, named with its
     address: a replica that took over, or that master restarted, shows as a change.
     """
-    master = serving_master(client, key) if key else ""
+    node = serving_node(client, key) if key else None
     try:
-        if master:
-            info = client.info("server", target_nodes=client.get_node_from_key(key))
-        else:
-            info = client.info("server")
+        info = client.info("server", target_nodes=node) if node is not None else client.info("server")
     except Exception:  # noqa: BLE001 - a client without INFO (an embedded bus): no restarts to see
         return ""
     if not isinstance(info, dict):
         return ""
     if "run_id" in info:
-        return f"{master}/{info['run_id']}" if master else str(info["run_id"])
+        return f"{node.name}/{info['run_id']}" if node is not None else str(info["run_id"])
     # a cluster client asked every node: any of them changing is a change
     ids = sorted(str(v["run_id"]) for v in info.values() if isinstance(v, dict) and "run_id" in v)
     return ",".join(ids)
